@@ -121,7 +121,8 @@ def _render_tree(src: Path, dest: Path, context: dict[str, Any]) -> list[Path]:
             try:
                 text = env.get_template(rel.as_posix()).render(**context)
             except jinja2.TemplateError as exc:
-                raise PipelineError(f"{path.relative_to(REPO_ROOT)}: template error: {exc}") from exc
+                shown = path.relative_to(src.parent) if path.is_relative_to(src.parent) else path
+                raise PipelineError(f"{shown}: template error: {exc}") from exc
         else:
             target = dest / rendered
             text = None

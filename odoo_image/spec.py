@@ -255,10 +255,15 @@ def _kind(value: Any) -> str:
             int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
 
 
+# Choices an image replaces whole: merging `odoo.source.archive` into a default `git` source,
+# or adding to the default target set, would make something nobody wrote.
+REPLACED_WHOLE = {("targets",), ("odoo", "source")}
+
+
 def _merge(defaults: Any, override: Any, rel: tuple[str, ...], origins: dict[tuple[str, ...], str],
            label: str) -> Any:
     """Deep-merge override onto defaults, recording which side each key path came from."""
-    if isinstance(defaults, dict) and isinstance(override, dict):
+    if isinstance(defaults, dict) and isinstance(override, dict) and rel not in REPLACED_WHOLE:
         merged = dict(defaults)
         for key, value in override.items():
             path = rel + (str(key),)
@@ -272,13 +277,24 @@ def _merge(defaults: Any, override: Any, rel: tuple[str, ...], origins: dict[tup
     return copy.deepcopy(override)
 
 
-def _origin_fn(origins: dict[tuple[str, ...], str], fallback: str) -> Origin:
+def _in_defaults(defaults: Any, path: tuple[str, ...]) -> bool:
+    node = defaults
+    for key in path:
+        key = key.split("[", 1)[0]  # list items (regions[1]) belong to their list
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _origin_fn(origins: dict[tuple[str, ...], str], defaults: Any, label: str) -> Origin:
     def origin(path: tuple[str, ...]) -> str:
-        # The longest recorded prefix says who wrote the value; default to `defaults`.
+        # The longest recorded prefix says who wrote the value; a value nobody wrote (a missing
+        # field) is the image's to add.
         for cut in range(len(path), -1, -1):
             if path[:cut] in origins:
                 return ".".join((origins[path[:cut]],) + path)
-        return ".".join((fallback,) + path)
+        return ".".join(("defaults" if _in_defaults(defaults, path) else label,) + path)
     return origin
 
 
@@ -351,8 +367,8 @@ def _postgresql(node: _Node, os_base: OsBase | None) -> PostgresSpec | None:
     if source == "auto":
         source = os_base.default_postgresql_source
     if source == "distro" and version != os_base.distro_postgresql:
-        node.fail("version", f"{os_base.name}'s own archive ships PostgreSQL {os_base.distro_postgresql}, "
-                             f"not {version}: set source: pgdg or version: {os_base.distro_postgresql}")
+        node.fail("source", f"{os_base.name}'s own archive ships PostgreSQL {os_base.distro_postgresql}, "
+                            f"not {version}: use source: pgdg for {version}, or version: {os_base.distro_postgresql}")
         return None
     return PostgresSpec(version=version, source=source)
 
@@ -448,7 +464,7 @@ def parse_catalogue(data: Any, path: Path) -> Catalogue:
         origins: dict[tuple[str, ...], str] = {}
         merged = _merge(defaults, raw, (), origins, label)
         origins.pop((), None)
-        node = _Node(merged, (), _origin_fn(origins, "defaults"), problems)
+        node = _Node(merged, (), _origin_fn(origins, defaults, label), problems)
         name = raw.get("name")
         if isinstance(name, str) and name in seen:
             problems.add(f"{label}.name", f"duplicate image name {name!r} (also images[{seen[name]}])")
