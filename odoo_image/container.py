@@ -110,9 +110,13 @@ class Container:
 
     def boot(self, timeout: float = 300) -> None:
         log = self.log_path.open("ab")
+        dns = self.log_path.with_name(f"{self.name}-resolved.conf")
+        dns.write_text(resolved_dropin())
         argv = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
                 f"--directory={self.root}", f"--machine={self.name}", f"--hostname={self.name}",
-                f"--network-namespace-path={self.network.netns_path}", "--resolv-conf=copy-host",
+                f"--network-namespace-path={self.network.netns_path}", "--resolv-conf=off",
+                # What DHCP tells a VM: the upstream resolvers (runtime config, never in the image).
+                f"--bind-ro={dns}:/run/systemd/resolved.conf.d/50-odoo-image-harness.conf",
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN", "--console=passive"]
         self._nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                         start_new_session=True)
@@ -181,6 +185,19 @@ class Container:
             self._nspawn.wait(timeout=30)
         self._nspawn = None
         self._leader = None
+
+
+def host_nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    servers = [line.split()[1] for line in resolv_conf.read_text().splitlines()
+               if line.startswith("nameserver") and len(line.split()) > 1]
+    usable = [s for s in servers if not ipaddress.ip_address(s).is_loopback]
+    if not usable:
+        raise PipelineError(f"{resolv_conf} names no non-loopback nameserver the container could use")
+    return usable
+
+
+def resolved_dropin() -> str:
+    return "[Resolve]\nDNS=" + " ".join(host_nameservers()) + "\n"
 
 
 def copy_rootfs(source: Path, dest: Path) -> Path:
