@@ -23,7 +23,16 @@ def lookup_gid(group: str) -> int | None:
 
 
 def ensure_dir(path: Path, mode: int = 0o755, *, uid: int = -1, gid: int = -1) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """Create `path` and any missing parents with `mode` (not the umask's idea of it: NGINX
+    must traverse the ACME webroot's parents), then enforce mode/owner on `path` itself."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, mode)
     os.chmod(path, mode)
     if uid != -1 or gid != -1:
         _chown(path, uid, gid)
@@ -52,7 +61,8 @@ def write_atomic(
         if uid != -1 or gid != -1:
             _chown(path, uid, gid)
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        ensure_dir(path.parent, 0o755)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -82,7 +92,8 @@ def replace_symlink(link: Path, target: Path) -> bool:
     rel = os.path.relpath(target, link.parent)
     if link.is_symlink() and os.readlink(link) == rel:
         return False
-    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.parent.is_dir():
+        ensure_dir(link.parent, 0o755)
     tmp = link.parent / f".{link.name}.tmp-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()

@@ -99,7 +99,7 @@ def http_probe(webroot: Path, domain: str, timeout: float = 10.0) -> bool:
     token = secrets.token_urlsafe(24)
     target = webroot / ".well-known" / "acme-challenge" / name
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(target.parent, 0o755)
         target.write_text(token)
         target.chmod(0o644)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

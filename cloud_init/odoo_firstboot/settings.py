@@ -283,7 +283,7 @@ def parse(data: object, source: str = "settings.yaml") -> tuple[Settings, list[s
                 values["modules"], module_problems = _modules(value)
                 problems.extend(module_problems)
             else:
-                hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+                hint = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 problems.append(f"settings.{key}: unknown setting, ignored{suggestion}")
         except _Invalid as exc:
