@@ -159,14 +159,22 @@ def test_contradicting_overrides_are_kept_but_noted() -> None:
 def test_render_files() -> None:
     t = compute(4 * GiB, 2)
     pg = render_postgresql(t)
-    for key in ("shared_buffers = 1024MB", "effective_cache_size = 2048MB", "checkpoint_completion_target = 0.9",
-                "random_page_cost = 1.1", f"max_connections = {t.max_connections}", "work_mem = ",
-                "maintenance_work_mem = "):  # fmt: skip
-        assert key in pg
+    expected = (
+        "shared_buffers = 1024MB",
+        "effective_cache_size = 2048MB",
+        "checkpoint_completion_target = 0.9",
+        "random_page_cost = 1.1",
+        f"max_connections = {t.max_connections}",
+        "\nwork_mem = ",
+        "maintenance_work_mem = ",
+    )
+    for line in expected:
+        assert line in pg
     odoo = render_odoo(t)
     assert odoo.splitlines()[2] == "[options]"
-    for key in ("workers", "max_cron_threads", "limit_memory_soft", "limit_memory_hard", "limit_time_cpu",
-                "limit_time_real", "db_maxconn"):  # fmt: skip
+    keys = ("workers", "max_cron_threads", "limit_memory_soft", "limit_memory_hard")
+    keys += ("limit_time_cpu", "limit_time_real", "db_maxconn")
+    for key in keys:
         assert f"\n{key} = " in odoo
 
 
