@@ -180,19 +180,32 @@ def ensure_database(
     problems: list[str] = []
     try:
         start = clock()
-        log.info("database %s: creating with base%s (Odoo's log: %s)", req.name, " and demo data" if req.demo else "", paths.ODOO_LOG)
+        log.info(
+            "database %s: creating with base%s (Odoo's log: %s)",
+            req.name,
+            " and demo data" if req.demo else "",
+            paths.ODOO_LOG,
+        )
         runner.run(install_argv(conf, req.name, ("base",), req.demo), timeout=INIT_TIMEOUT)
-        log.info("database %s: base installed in %.0f s; setting admin user, language, country", req.name, clock() - start)
+        log.info(
+            "database %s: base installed in %.0f s; setting admin user, language, country", req.name, clock() - start
+        )
         shell = runner.run(shell_argv(conf, req.name), input_text=shell_script(req), timeout=1800)
         result = _parse_result(shell.stdout)
         if result is None:
-            raise DatabaseError(f"database {req.name}: `odoo-bin shell` did not confirm the admin user update: {shell.tail()}")
+            raise DatabaseError(
+                f"database {req.name}: `odoo-bin shell` did not confirm the admin user update: {shell.tail()}"
+            )
         if result.get("lang") is False:
             problems.append(f"settings.language: {req.language!r} is not a language Odoo knows; kept en_US")
         if result.get("country") is False:
             problems.append(f"settings.country: {req.country!r} is not a country Odoo knows; company country not set")
         if req.modules:
-            log.info("database %s: installing %s (one call, Odoo orders them by dependency)", req.name, ", ".join(req.modules))
+            log.info(
+                "database %s: installing %s (one call, Odoo orders them by dependency)",
+                req.name,
+                ", ".join(req.modules),
+            )
             step = clock()
             runner.run(install_argv(conf, req.name, req.modules, req.demo), timeout=INIT_TIMEOUT)
             log.info("database %s: modules installed in %.0f s", req.name, clock() - step)

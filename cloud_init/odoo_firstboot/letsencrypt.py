@@ -76,7 +76,7 @@ class Deps:
 def next_delay(attempts: int, rng: random.Random) -> float:
     """Seconds until the next attempt after `attempts` failures: doubling, capped, jittered."""
     delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
-    return delay + rng.uniform(0, JITTER_FRACTION * delay)
+    return float(delay + rng.uniform(0, JITTER_FRACTION * delay))
 
 
 def load_state(path: Path) -> RetryState | None:
@@ -127,12 +127,24 @@ def points_here(domain: str, reach: Reachability) -> tuple[bool, str]:
 
 def certbot_argv(domain: str, email: str) -> list[str]:
     return [
-        "certbot", "certonly", "--webroot", "-w", str(paths.ACME_WEBROOT),
-        "-d", domain, "--cert-name", domain,
-        "-m", email, "--agree-tos", "--no-eff-email", "--non-interactive",
+        "certbot",
+        "certonly",
+        "--webroot",
+        "-w",
+        str(paths.ACME_WEBROOT),
+        "-d",
+        domain,
+        "--cert-name",
+        domain,
+        "-m",
+        email,
+        "--agree-tos",
+        "--no-eff-email",
+        "--non-interactive",
         "--keep-until-expiring",
         # Stored in /etc/letsencrypt/renewal/<domain>.conf: renewals reload NGINX too.
-        "--deploy-hook", "systemctl reload nginx",
+        "--deploy-hook",
+        "systemctl reload nginx",
     ]
 
 

@@ -194,7 +194,9 @@ def _run_steps(host: Host, status: Status) -> None:
         )
         if not keep_le:
             tls.link_self_signed(layout)
-        st.detail = "Let's Encrypt (kept)" if keep_le else f"self-signed for {names.san()}" + ("" if made else " (kept)")
+        st.detail = (
+            "Let's Encrypt (kept)" if keep_le else f"self-signed for {names.san()}" + ("" if made else " (kept)")
+        )
 
     with status.step("nginx"):
         nginx.write_includes(layout, domain=settings.domain, hsts=tls.current_kind(layout) == "letsencrypt")
@@ -216,7 +218,7 @@ def _run_steps(host: Host, status: Status) -> None:
         else:
             try:
                 outcome = letsencrypt.run_once(host.letsencrypt_deps(), settings.domain, settings.letsencrypt_email)
-            except Exception as exc:  # a certificate problem must never stop the server
+            except Exception as exc:  # noqa: BLE001 - a certificate problem must never stop the server
                 outcome = letsencrypt.Outcome(False, f"{type(exc).__name__}: {exc}")
             st.detail = outcome.message
             if outcome.obtained:
@@ -249,7 +251,9 @@ def _run_steps(host: Host, status: Status) -> None:
                 country=settings.country,
                 database_secret=sec.database_secret,
             )
-            created_db = database.ensure_database(layout, runner, postgres.Postgres(runner, host.sleep), request, gid=gid)
+            created_db = database.ensure_database(
+                layout, runner, postgres.Postgres(runner, host.sleep), request, gid=gid
+            )
             for line in created_db.problems:
                 status.problem(line)
             st.detail = created_db.message
@@ -276,7 +280,7 @@ def firstboot(host: Host, *, force: bool = False) -> int:
     status.begin()
     try:
         _run_steps(host, status)
-    except Exception as exc:  # recorded, not swallowed: exit 1 fails the unit visibly
+    except Exception as exc:  # noqa: BLE001 - recorded, not swallowed: exit 1 fails the unit visibly
         if not status.errors:
             status.errors.append(f"{type(exc).__name__}: {exc}")
         status.finish("failed")
@@ -298,7 +302,7 @@ def tune(host: Host, *, restart: bool = False) -> int:
         conf_changed = odoo_conf.assemble(
             layout.at(paths.ODOO_CONF_D), layout.at(paths.ODOO_CONF), gid=host.gid_of(paths.ODOO_GROUP)
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - one clear line, exit 1 fails the unit
         log.error("tune failed: %s", exc)
         return 1
     for unit, changed in ((paths.UNIT_POSTGRESQL, pg_changed), (paths.UNIT_ODOO, conf_changed)):
@@ -315,7 +319,7 @@ def certbot_retry(host: Host) -> int:
     settings, _ = load_settings(host.layout.at(paths.SETTINGS))
     try:
         outcome = letsencrypt.retry_tick(host.letsencrypt_deps(), settings.domain, settings.letsencrypt_email)
-    except Exception as exc:  # keep the timer alive; the next tick tries again
+    except Exception as exc:  # noqa: BLE001 - keep the timer alive; the next tick tries again
         log.error("certbot retry failed: %s", exc)
         return 0
     if outcome is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import paths
 from .fsutil import ensure_dir, write_atomic
 from .paths import Layout
-from .runner import Completed, CommandFailed, Runner
+from .runner import CommandFailed, Completed, Runner
 
 _MAJOR = re.compile(r"^\d+(\.\d+)?$")
 
@@ -45,8 +45,21 @@ class Postgres:
 
     def psql(self, sql: str, *, database: str = "postgres", check: bool = True) -> Completed:
         return self.runner.run(
-            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t",
-             "-v", "ON_ERROR_STOP=1", "-d", database],
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                database,
+            ],
             input_text=sql,
             timeout=120,
             check=check,

@@ -83,6 +83,7 @@ class SubprocessRunner:
                 # stdin must not be the console when nothing is piped: odoo-bin shell
                 # would otherwise wait for an interactive session.
                 stdin=None if input_text is not None else subprocess.DEVNULL,
+                check=False,  # CommandFailed below carries the output and names the command
             )
         except FileNotFoundError:
             result = Completed(args, 127, "", f"{args[0]}: command not found")

@@ -91,8 +91,7 @@ def _load(path: Path) -> dict[str, str]:
         data = json.loads(text)
     except ValueError as exc:
         raise SecretsError(
-            f"{path} is not valid JSON ({exc}); refusing to replace live secrets — "
-            "repair or remove it by hand"
+            f"{path} is not valid JSON ({exc}); refusing to replace live secrets — repair or remove it by hand"
         ) from None
     if not isinstance(data, dict):
         raise SecretsError(f"{path} does not hold a JSON object; refusing to replace live secrets")

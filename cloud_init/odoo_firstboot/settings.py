@@ -223,8 +223,7 @@ def _modules(value: object) -> tuple[tuple[str, ...], list[str]]:
                 names.append(item)
         else:
             problems.append(
-                f"settings.modules[{index}]: {_show(item)} is not a module name "
-                "(lowercase letters, digits and '_')"
+                f"settings.modules[{index}]: {_show(item)} is not a module name (lowercase letters, digits and '_')"
             )
     return tuple(names), problems
 
@@ -265,10 +264,8 @@ def parse(data: object, source: str = "settings.yaml") -> tuple[Settings, list[s
     if data is None:
         return Settings(), []
     if not isinstance(data, Mapping):
-        return Settings(), [
-            f"settings: {source} must be a mapping of `key: value`, got {type(data).__name__}; "
-            "all defaults used"
-        ]
+        kind = type(data).__name__
+        return Settings(), [f"settings: {source} must be a mapping of `key: value`, got {kind}; all defaults used"]
     problems: list[str] = []
     values: dict[str, Any] = {}
     tuning: dict[str, int] = {}

@@ -28,7 +28,8 @@ log = logging.getLogger("odoo-firstboot")
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # timezone.utc, not datetime.UTC: the image's python3 is 3.10 on jammy.
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017
 
 
 @dataclass
@@ -82,7 +83,13 @@ class Status:
         )
         if handle.detail:
             entry["detail"] = handle.detail
-        log.info("<== %s: %s in %.1f s%s", name, entry["state"], entry["seconds"], f" ({handle.detail})" if handle.detail else "")
+        log.info(
+            "<== %s: %s in %.1f s%s",
+            name,
+            entry["state"],
+            entry["seconds"],
+            f" ({handle.detail})" if handle.detail else "",
+        )
         self.save()
 
     def problem(self, line: str) -> None:
@@ -134,7 +141,9 @@ def banner_line(data: dict[str, Any] | None) -> str:
         return f"Odoo image: ready at {url} — credentials: sudo cat {paths.CREDENTIALS}{extra}"
     if state == "failed":
         errors = data.get("errors") or ["unknown error"]
-        return f"Odoo image: first boot FAILED ({errors[-1]}) — see {paths.STATUS} and journalctl -u odoo-firstboot{extra}"
+        return (
+            f"Odoo image: first boot FAILED ({errors[-1]}) — see {paths.STATUS} and journalctl -u odoo-firstboot{extra}"
+        )
     steps = data.get("steps") or []
     current = steps[-1]["name"] if steps and isinstance(steps[-1], dict) else "starting"
     return f"Odoo image: first boot running (step: {current}) — progress: {paths.STATUS}{extra}"

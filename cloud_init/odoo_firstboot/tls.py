@@ -79,9 +79,9 @@ def ensure_self_signed(layout: Layout, names: CertNames, runner: Runner) -> bool
     """
     out_dir = layout.at(paths.SELF_SIGNED_DIR)
     cert, key, names_file = out_dir / CERT_NAME, out_dir / KEY_NAME, out_dir / NAMES_NAME
-    if cert.is_file() and key.is_file() and names_file.is_file():
-        if names_file.read_text() == names.fingerprint():
-            return False
+    complete = cert.is_file() and key.is_file() and names_file.is_file()
+    if complete and names_file.read_text() == names.fingerprint():
+        return False
     ensure_dir(layout.at(paths.TLS_DIR), 0o755, uid=0, gid=0)
     ensure_dir(out_dir, 0o755, uid=0, gid=0)
     work = Path(tempfile.mkdtemp(prefix=".new-", dir=out_dir))  # 0700, same filesystem
@@ -89,12 +89,24 @@ def ensure_self_signed(layout: Layout, names: CertNames, runner: Runner) -> bool
         (work / "openssl.cnf").write_text(_openssl_config(names))
         runner.run(
             [
-                "openssl", "req", "-x509", "-new",
-                "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-sha256", "-days", str(SELF_SIGNED_DAYS),
-                "-config", str(work / "openssl.cnf"),
-                "-keyout", str(work / KEY_NAME),
-                "-out", str(work / CERT_NAME),
+                "openssl",
+                "req",
+                "-x509",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-sha256",
+                "-days",
+                str(SELF_SIGNED_DAYS),
+                "-config",
+                str(work / "openssl.cnf"),
+                "-keyout",
+                str(work / KEY_NAME),
+                "-out",
+                str(work / CERT_NAME),
             ],
             timeout=120,
         )

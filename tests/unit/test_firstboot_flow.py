@@ -20,11 +20,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cloud_init"))
 
-from odoo_firstboot import letsencrypt, main, odoo_conf, status  # noqa: E402
-from odoo_firstboot.runner import CommandFailed, Completed, SubprocessRunner  # noqa: E402
-from odoo_firstboot.secrets import pbkdf2_sha512_verify  # noqa: E402
-from odoo_firstboot.settings import GiB  # noqa: E402
-from odoo_firstboot.tuning import Machine  # noqa: E402
+from odoo_firstboot import letsencrypt, main, odoo_conf, status
+from odoo_firstboot.runner import CommandFailed, Completed, SubprocessRunner
+from odoo_firstboot.secrets import pbkdf2_sha512_verify
+from odoo_firstboot.settings import GiB
+from odoo_firstboot.tuning import Machine
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -372,8 +372,7 @@ def test_backoff_is_capped() -> None:
 def test_database_created_with_modules_in_one_call(root: Path) -> None:
     settings(
         root,
-        "database: erp\nmodules: [crm, sale_management]\nadmin_login: boss@example.com\n"
-        "language: fr_BE\ncountry: be\n",
+        "database: erp\nmodules: [crm, sale_management]\nadmin_login: boss@example.com\nlanguage: fr_BE\ncountry: be\n",
     )
     runner = FakeRunner(root)
     assert main.firstboot(make_host(root, runner)) == 0
@@ -384,12 +383,13 @@ def test_database_created_with_modules_in_one_call(root: Path) -> None:
     assert "shell" in shell and script is not None
     assert mods[mods.index("-i") + 1] == "crm,sale_management"
     creds = read(root, "var/lib/odoo-image/credentials")
-    password = re.search(r"^admin_password = (\S+)$", creds, re.M).group(1)  # type: ignore[union-attr]
+    password = re.search(r"^admin_password = (\S+)$", creds, re.MULTILINE).group(1)  # type: ignore[union-attr]
     assert "admin_login = boss@example.com" in creds and len(password) >= 16
     assert repr(password) in script and "'boss@example.com'" in script and "'BE'" in script
-    assert "database.secret" in script and json.loads(read(root, "var/lib/odoo-image/secrets.json"))[
-        "database_secret"
-    ] in script
+    assert (
+        "database.secret" in script
+        and json.loads(read(root, "var/lib/odoo-image/secrets.json"))["database_secret"] in script
+    )
     assert password not in all_argv_text(runner)
     assert "dbfilter = ^erp$" in read(root, "etc/odoo/odoo.conf")
     st = status_of(root)

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cloud_init"))
 
-from odoo_firstboot import secrets as fb  # noqa: E402
+from odoo_firstboot import secrets as fb
 
 passlib_hash = pytest.importorskip("passlib.hash")
 

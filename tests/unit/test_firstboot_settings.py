@@ -11,7 +11,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "cloud_init"))
 
-from odoo_firstboot.settings import KNOWN_KEYS, GiB, MiB, Settings, TuningOverrides, load, parse  # noqa: E402
+from odoo_firstboot.settings import KNOWN_KEYS, GiB, MiB, Settings, TuningOverrides, load, parse
 
 BAD = [
     ("domain", "exa mple", "settings.domain: 'exa mple' is not a valid DNS name"),

@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "cloud_init"))
 
-from odoo_firstboot.settings import GiB, MiB, TuningOverrides  # noqa: E402
-from odoo_firstboot.tuning import (  # noqa: E402
+from odoo_firstboot.settings import GiB, MiB, TuningOverrides
+from odoo_firstboot.tuning import (
     CONNECTION_MARGIN,
     PER_WORKER_BYTES,
     compute,
