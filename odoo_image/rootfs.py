@@ -89,7 +89,7 @@ def ensure_rootfs(
     if (final / "etc" / "os-release").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(final.parent)
+    remove_stale_builds(final.parent)
     tmp = final.parent / f".tmp-{key[:16]}-{os.getpid()}"
     with progress.step(f"mmdebstrap {dist.name} ({len(wanted)} packages, variant {variant})"):
         try:
@@ -149,7 +149,7 @@ def _publish(tmp: Path, final: Path) -> None:
         # Another process published the same key first; its result is equivalent.
 
 
-def _remove_stale_builds(parent: Path) -> None:
+def remove_stale_builds(parent: Path) -> None:
     """Remove .tmp-* build directories whose builder process no longer exists."""
     for entry in parent.glob(".tmp-*-*"):
         pid = entry.name.rsplit("-", 1)[-1]
