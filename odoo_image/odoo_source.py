@@ -58,10 +58,15 @@ class SourceArtifact:
     pin: str  # git commit, or sha256 of the operator's archive
 
 
-def parse_source_spec(raw: Mapping[str, Any] | SourceSpec) -> SourceSpec:
-    """Accept the catalogue's ``odoo.source`` mapping ({git: {...}} or {archive: {...}})."""
+def parse_source_spec(raw: Any) -> SourceSpec:
+    """Accept the catalogue's ``odoo.source``: a mapping ({git: {...}} or {archive: {...}}) or
+    any object with url/branch/commit or location/sha256 attributes (e.g. spec.GitSource)."""
     if isinstance(raw, (GitSource, ArchiveSource)):
         return raw
+    if all(hasattr(raw, a) for a in ("url", "branch", "commit")):
+        return GitSource(str(raw.url), str(raw.branch), str(raw.commit))
+    if all(hasattr(raw, a) for a in ("location", "sha256")):
+        return ArchiveSource(str(raw.location), str(raw.sha256))
     if not isinstance(raw, Mapping) or len(raw) != 1 or not ({"git", "archive"} & set(raw)):
         raise PipelineError("odoo.source: give exactly one of `git` or `archive`")
     if "git" in raw:
@@ -90,7 +95,7 @@ def _validate(spec: SourceSpec) -> None:
             raise PipelineError(f"odoo.source.archive.sha256: must be 64 lowercase hex digits, got {spec.sha256!r}")
 
 
-def fetch_source(source_spec: Mapping[str, Any] | SourceSpec, progress: Progress) -> SourceArtifact:
+def fetch_source(source_spec: Any, progress: Progress) -> SourceArtifact:
     """Fetch (or reuse from the cache) the pinned Odoo source as a normalised tarball."""
     spec = parse_source_spec(source_spec)
     _validate(spec)
