@@ -2,7 +2,7 @@
 
 Why `certbot certonly --webroot` and not `certbot --nginx`: the NGINX plugin rewrites
 the site file, which is ours (baked, with include files we toggle). With --webroot our
-site serves /.well-known/acme-challenge/ from a directory (nginx.py), certbot only
+sites serve /.well-known/acme-challenge/ from /var/www/letsencrypt, certbot only
 writes certificates, and we point the TLS symlinks at /etc/letsencrypt/live/<domain>.
 Certbot stores the webroot and the deploy hook in its renewal config, so the packaged
 certbot.timer renews the same way and reloads NGINX.

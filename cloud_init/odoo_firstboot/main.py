@@ -1,10 +1,10 @@
 """Entry points: `firstboot` (once per instance), `tune` (every boot), `certbot_retry`, `assemble`.
 
 First boot, in order (each step timed in firstboot.json):
-  settings → secrets → odoo conf.d → tuning → tls (self-signed) → nginx (includes, start:
-  from here on NGINX answers the 503 "starting" page and the ACME webroot) → postgresql
-  (role password) → letsencrypt (one attempt, else retry timer) → odoo.conf → database
-  (optional) → finish (done marker, queue odoo.service).
+  settings → secrets → odoo conf.d → tuning → tls (self-signed) → nginx (includes, switch
+  from the baked "starting" site to the Odoo site, which answers 503 "starting" until Odoo
+  is up) → postgresql (role password) → letsencrypt (one attempt, else retry timer) →
+  odoo.conf → database (optional) → finish (done marker, queue odoo.service).
 Odoo is started last, after the database exists, so nobody ever reaches a half-created
 database or Odoo's database manager; odoo.service also carries
 ConditionPathExists=/var/lib/odoo-image/firstboot.done.
@@ -103,11 +103,16 @@ def render_secrets_conf(s: secrets.Secrets) -> str:
 
 
 def dbfilter_for(settings: Settings) -> str | None:
-    """Only the requested database, else only a database named like the domain."""
+    """Only the requested database; else, with a domain, only the database named after its
+    first label ("erp" for erp.example.com, www. skipped) — what Odoo's `%d` would pick, but
+    fixed, so a request by IP address or another Host header cannot select another one."""
     if settings.database:
         return f"^{re.escape(settings.database)}$"
     if settings.domain:
-        return f"^{re.escape(settings.domain)}$"
+        first, _, rest = settings.domain.partition(".")
+        if first == "www" and "." in rest:
+            first = rest.partition(".")[0]
+        return f"^{re.escape(first)}$"
     return None
 
 
@@ -198,9 +203,10 @@ def _run_steps(host: Host, status: Status) -> None:
             "Let's Encrypt (kept)" if keep_le else f"self-signed for {names.san()}" + ("" if made else " (kept)")
         )
 
-    with status.step("nginx"):
+    with status.step("nginx") as st:
         nginx.write_includes(layout, domain=settings.domain, hsts=tls.current_kind(layout) == "letsencrypt")
-        nginx.apply(runner, systemd)
+        nginx.enable_odoo_site(layout, runner, systemd)
+        st.detail = f"Odoo site enabled for {settings.domain or 'any host name'}"
 
     with status.step("postgresql") as st:
         pg = postgres.Postgres(runner, host.sleep)

@@ -26,7 +26,6 @@ DONE = STATE_DIR / "firstboot.done"
 SECRETS = STATE_DIR / "secrets.json"
 CREDENTIALS = STATE_DIR / "credentials"
 CERTBOT_STATE = STATE_DIR / "certbot-retry.json"
-ACME_WEBROOT = STATE_DIR / "acme"
 
 # Odoo.
 ODOO_ETC = PurePosixPath("/etc/odoo")
@@ -48,11 +47,17 @@ ODOO_DB_ROLE = "odoo"
 PG_ETC = PurePosixPath("/etc/postgresql")
 PG_TUNING_NAME = "50-odoo-image-tuning.conf"
 
-# NGINX include files the baked site pulls in and first boot owns.
-NGINX_INCLUDE_DIR = PurePosixPath("/etc/nginx/odoo-image")
+# NGINX (sites baked by provisioning). The image enables the "starting" site (HTTP, 503
+# for everything except ACME challenges); first boot switches the enabled link to the
+# Odoo site once the certificate exists, and owns the two include files it reads.
+NGINX_SITE_ENABLED = PurePosixPath("/etc/nginx/sites-enabled/odoo.conf")
+NGINX_SITE_ODOO = PurePosixPath("/etc/nginx/sites-available/odoo.conf")
+NGINX_SITE_STARTING = PurePosixPath("/etc/nginx/sites-available/odoo-starting.conf")
+NGINX_INCLUDE_DIR = ETC_IMAGE / "nginx"
 NGINX_SERVER_NAME = NGINX_INCLUDE_DIR / "server_name.conf"
 NGINX_HSTS = NGINX_INCLUDE_DIR / "hsts.conf"
-NGINX_ACME = NGINX_INCLUDE_DIR / "acme-challenge.conf"
+# Served at /.well-known/acme-challenge/ on port 80 by both baked sites.
+ACME_WEBROOT = PurePosixPath("/var/www/letsencrypt")
 
 LETSENCRYPT_LIVE = PurePosixPath("/etc/letsencrypt/live")
 PROC_MEMINFO = PurePosixPath("/proc/meminfo")

@@ -53,6 +53,7 @@ class FakeRunner:
         self.enabled: set[str] = {"certbot.timer"}
         self.certbot_ok = False
         self.odoo_init_fails = False
+        self.nginx_config_ok = True
 
     def run(
         self,
@@ -97,7 +98,9 @@ class FakeRunner:
             (live / "fullchain.pem").write_text("LE CERT\n")
             (live / "privkey.pem").write_text("LE KEY\n")
             return Completed(a, 0, "Successfully received certificate.")
-        return Completed(a, 0)  # nginx -t and friends
+        if a[:2] == ("nginx", "-t"):
+            return Completed(a, 0 if self.nginx_config_ok else 1, "", "nginx: [emerg] unexpected end of file")
+        return Completed(a, 0)
 
     def _systemctl(self, a: tuple[str, ...]) -> Completed:
         verb, unit = a[1], a[-1]
@@ -148,6 +151,13 @@ def root(tmp_path: Path) -> Path:
     (tmp_path / "etc/odoo/conf.d").mkdir(parents=True)
     (tmp_path / "etc/odoo/conf.d/00-image.conf").write_text(BAKED_IMAGE_CONF)
     (tmp_path / "etc/odoo-image").mkdir(parents=True)
+    # The baked NGINX sites; the image enables the "starting" one.
+    available = tmp_path / "etc/nginx/sites-available"
+    available.mkdir(parents=True)
+    (available / "odoo.conf").write_text("server { include /etc/odoo-image/nginx/server_name.conf; }\n")
+    (available / "odoo-starting.conf").write_text("server { location / { return 503; } }\n")
+    (tmp_path / "etc/nginx/sites-enabled").mkdir()
+    (tmp_path / "etc/nginx/sites-enabled/odoo.conf").symlink_to("../sites-available/odoo-starting.conf")
     return tmp_path
 
 
@@ -241,10 +251,11 @@ def test_firstboot_without_settings(root: Path) -> None:
     assert f"IP Address:{IP}" in san and "CA:FALSE" in san
     assert mode((root / "etc/odoo-image/tls/privkey.pem").resolve()) == 0o600
 
-    # NGINX includes, started after the certificate; Odoo queued last.
-    assert read(root, "etc/nginx/odoo-image/server_name.conf") == "server_name _;\n"
-    assert "Strict-Transport-Security" not in read(root, "etc/nginx/odoo-image/hsts.conf")
-    assert "root /var/lib/odoo-image/acme;" in read(root, "etc/nginx/odoo-image/acme-challenge.conf")
+    # NGINX: includes written, switched to the Odoo site after the certificate; Odoo last.
+    assert read(root, "etc/odoo-image/nginx/server_name.conf").endswith("\nserver_name _;\n")
+    assert "Strict-Transport-Security" not in read(root, "etc/odoo-image/nginx/hsts.conf")
+    assert os.readlink(root / "etc/nginx/sites-enabled/odoo.conf") == "../sites-available/odoo.conf"
+    assert (root / "var/www/letsencrypt").is_dir()
     systemctl = runner.commands(["systemctl"])
     order = [c for c in systemctl if c[1] in ("reload-or-restart", "start")]
     assert order[0] == ("systemctl", "reload-or-restart", "nginx.service")
@@ -299,11 +310,11 @@ def test_domain_sets_dbfilter_server_name_and_falls_back_to_self_signed(root: Pa
     runner, clock = FakeRunner(root), Clock()
     assert main.firstboot(make_host(root, runner, clock=clock)) == 0
 
-    assert read(root, "etc/odoo/conf.d/30-site.conf").endswith("dbfilter = ^erp\\.example\\.com$\n")
-    assert "dbfilter = ^erp\\.example\\.com$" in read(root, "etc/odoo/odoo.conf")
-    assert read(root, "etc/nginx/odoo-image/server_name.conf") == "server_name erp.example.com;\n"
+    assert read(root, "etc/odoo/conf.d/30-site.conf").endswith("dbfilter = ^erp$\n")
+    assert "dbfilter = ^erp$" in read(root, "etc/odoo/odoo.conf")
+    assert read(root, "etc/odoo-image/nginx/server_name.conf").endswith("\nserver_name erp.example.com;\n")
     assert "DNS:erp.example.com" in san_of(root / "etc/odoo-image/tls/fullchain.pem")
-    assert "Strict-Transport-Security" not in read(root, "etc/nginx/odoo-image/hsts.conf")
+    assert "Strict-Transport-Security" not in read(root, "etc/odoo-image/nginx/hsts.conf")
     # The name does not resolve here: no certbot call, retry timer scheduled with backoff.
     assert not runner.commands(["certbot"])
     assert "odoo-certbot-retry.timer" in runner.enabled
@@ -321,10 +332,10 @@ def test_letsencrypt_success_switches_links_and_turns_hsts_on(root: Path) -> Non
     assert main.firstboot(make_host(root, runner, resolves_here=True)) == 0
     (certbot,) = runner.commands(["certbot"])
     assert certbot[:3] == ("certbot", "certonly", "--webroot")
-    assert "/var/lib/odoo-image/acme" in certbot and "--non-interactive" in certbot
+    assert "/var/www/letsencrypt" in certbot and "--non-interactive" in certbot
     assert read(root, "etc/odoo-image/tls/fullchain.pem") == "LE CERT\n"
     assert "letsencrypt/live/erp.example.com" in os.readlink(root / "etc/odoo-image/tls/privkey.pem")
-    assert "Strict-Transport-Security" in read(root, "etc/nginx/odoo-image/hsts.conf")
+    assert "Strict-Transport-Security" in read(root, "etc/odoo-image/nginx/hsts.conf")
     assert "odoo-certbot-retry.timer" not in runner.enabled
     assert "certbot.timer" in runner.enabled  # renewal verified as scheduled
     assert status_of(root)["problems"] == []
@@ -332,7 +343,7 @@ def test_letsencrypt_success_switches_links_and_turns_hsts_on(root: Path) -> Non
     # A forced re-run keeps the Let's Encrypt certificate and HSTS.
     assert main.firstboot(make_host(root, runner, resolves_here=True), force=True) == 0
     assert read(root, "etc/odoo-image/tls/fullchain.pem") == "LE CERT\n"
-    assert "Strict-Transport-Security" in read(root, "etc/nginx/odoo-image/hsts.conf")
+    assert "Strict-Transport-Security" in read(root, "etc/odoo-image/nginx/hsts.conf")
 
 
 def test_certbot_retry_backs_off_with_jitter_then_succeeds(root: Path) -> None:
@@ -359,7 +370,7 @@ def test_certbot_retry_backs_off_with_jitter_then_succeeds(root: Path) -> None:
     main.certbot_retry(make_host(root, runner, resolves_here=True, clock=clock))
     assert json.loads(read(root, "var/lib/odoo-image/certbot-retry.json"))["obtained"] is True
     assert "odoo-certbot-retry.timer" not in runner.enabled
-    assert "Strict-Transport-Security" in read(root, "etc/nginx/odoo-image/hsts.conf")
+    assert "Strict-Transport-Security" in read(root, "etc/odoo-image/nginx/hsts.conf")
 
 
 def test_backoff_is_capped() -> None:
@@ -437,7 +448,7 @@ def test_bad_settings_are_reported_and_defaults_used(root: Path) -> None:
         "settings.workers: 'many' is not an integer",
         "settings.colour: unknown setting, ignored",
     ]
-    assert read(root, "etc/nginx/odoo-image/server_name.conf") == "server_name _;\n"
+    assert read(root, "etc/odoo-image/nginx/server_name.conf").endswith("\nserver_name _;\n")
     assert "workers = 2\n" in read(root, "etc/odoo/conf.d/20-tuning.conf")
     assert "3 setting problem(s)" in status.banner_line(st)
 
@@ -501,3 +512,29 @@ def test_banner_states() -> None:
     assert status.banner_line(done) == (
         "Odoo image: ready at https://erp.example.com/ — credentials: sudo cat /var/lib/odoo-image/credentials"
     )
+
+
+def test_nginx_rejecting_the_odoo_site_keeps_the_starting_page(root: Path) -> None:
+    runner = FakeRunner(root)
+    runner.nginx_config_ok = False
+    assert main.firstboot(make_host(root, runner)) == 1
+    assert os.readlink(root / "etc/nginx/sites-enabled/odoo.conf") == "../sites-available/odoo-starting.conf"
+    st = status_of(root)
+    assert st["state"] == "failed" and "nginx" in st["errors"][0] and "emerg" in st["errors"][0]
+    assert not (root / "var/lib/odoo-image/firstboot.done").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", None),
+        ("domain: erp.example.com\n", "^erp$"),
+        ("domain: www.example.co.uk\n", "^example$"),
+        ("domain: erp.example.com\ndatabase: prod.db\n", "^prod\\.db$"),
+    ],
+)
+def test_dbfilter(text: str, expected: str | None) -> None:
+    import yaml
+    from odoo_firstboot.settings import parse
+
+    assert main.dbfilter_for(parse(yaml.safe_load(text))[0]) == expected
