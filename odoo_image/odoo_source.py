@@ -28,24 +28,12 @@ from . import proc
 from .errors import PipelineError
 from .paths import cache_dir
 from .progress import Progress
+from .spec import ArchiveSource, GitSource
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 REQUIRED_MEMBERS = ("odoo-bin", "requirements.txt")
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class GitSource:
-    url: str
-    branch: str
-    commit: str
-
-
-@dataclass(frozen=True)
-class ArchiveSource:
-    location: str  # local path, file:// or http(s):// URL
-    sha256: str
 
 
 SourceSpec = GitSource | ArchiveSource
@@ -143,7 +131,8 @@ def _shallow_checkout(repo: Path, spec: GitSource) -> None:
         # Servers that refuse a bare commit id in `want`: fetch the branch history instead.
         _git(repo, "fetch", "-q", spec.url, f"+refs/heads/{spec.branch}:refs/remotes/pin/{spec.branch}", capture=True)
     try:
-        _git(repo, "-c", "advice.detachedHead=false", "checkout", "-q", "--force", "--detach", spec.commit, capture=True)
+        _git(repo, "-c", "advice.detachedHead=false", "checkout", "-q", "--force", "--detach", spec.commit,
+             capture=True)
     except proc.CommandError as exc:
         raise PipelineError(
             f"odoo.source.git.commit: {spec.commit} not found at {spec.url} (branch {spec.branch})"

@@ -267,7 +267,8 @@ class Odoo:
         return f"http://127.0.0.1:{port or self.http_port}{path}"
 
 
-def _get(url: str, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def _get(url: str, headers: dict[str, str] | None = None,
+         data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=20) as resp:
@@ -366,7 +367,8 @@ def test_init_creates_database_like_odoo(db: Odoo, pg: Postgres) -> None:
     assert pg.sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 't1'") == "odoo"
     assert pg.sql("SELECT state, latest_version, demo FROM ir_module_module WHERE name = 'base'", "t1") == \
         "installed|18.0.1.3|f"
-    installed = pg.sql("SELECT string_agg(name, ',' ORDER BY name) FROM ir_module_module WHERE state = 'installed'", "t1")
+    installed = pg.sql("SELECT string_agg(name, ',' ORDER BY name) FROM ir_module_module "
+                       "WHERE state = 'installed'", "t1")
     assert installed == "base,bus,web"
     assert pg.sql("SELECT password FROM res_users WHERE login = 'admin'", "t1").startswith("$pbkdf2-sha512$600000$")
     assert pg.sql("SELECT count(*) FROM res_users WHERE login = 'demo'", "t1") == "0"
@@ -428,7 +430,8 @@ def test_prefork_server_surfaces(db: Odoo, pg: Postgres) -> None:
     assert "Couldn't bind the websocket. Is the connection opened on the evented port" in log
     assert "ERROR ? odoo.service.db: Database management functions blocked, admin disabled database listing" in log
     users = "odoo.addons.base.models.res_users"
-    assert re.search(rf" INFO t1 {users}: Login successful for db:t1 login:boss@example.com from 127\.0\.0\.1 $", log, re.M)
+    assert re.search(rf" INFO t1 {users}: Login successful for db:t1 login:boss@example.com from 127\.0\.0\.1 $",
+                     log, re.M)
     assert re.search(rf" INFO t1 {users}: Login failed for db:t1 login:admin from 203\.0\.113\.7 $", log, re.M)
     assert re.search(rf" INFO t1 {users}: Login failed for db:t1 login:admin from 127\.0\.0\.1 $", log, re.M), \
         "X-Forwarded-For without X-Forwarded-Host must not change the client IP"
