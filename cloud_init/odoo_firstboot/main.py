@@ -32,7 +32,7 @@ from .paths import Layout
 from .runner import Runner, SubprocessRunner
 from .settings import Settings
 from .settings import load as load_settings
-from .status import Status, print_banner
+from .status import Status, install_banner, print_banner
 from .systemd import Systemd
 
 log = logging.getLogger("odoo-firstboot")
@@ -284,6 +284,10 @@ def firstboot(host: Host, *, force: bool = False) -> int:
     ensure_dir(layout.at(paths.STATE_DIR), 0o755)
     status = Status(layout.at(paths.STATUS), clock=host.clock)
     status.begin()
+    try:
+        install_banner(host.root)
+    except OSError as exc:
+        status.problem(f"banner: could not install {paths.MOTD_SCRIPT}: {exc}")
     try:
         _run_steps(host, status)
     except Exception as exc:  # noqa: BLE001 - recorded, not swallowed: exit 1 fails the unit visibly

@@ -60,6 +60,7 @@ NGINX_HSTS = NGINX_INCLUDE_DIR / "hsts.conf"
 ACME_WEBROOT = PurePosixPath("/var/www/letsencrypt")
 
 LETSENCRYPT_LIVE = PurePosixPath("/etc/letsencrypt/live")
+MOTD_SCRIPT = PurePosixPath("/etc/update-motd.d/60-odoo-image")
 PROC_MEMINFO = PurePosixPath("/proc/meminfo")
 CLOUD_INSTANCE_DATA = PurePosixPath("/run/cloud-init/instance-data.json")
 CLOUD_INSTANCE_ID = PurePosixPath("/var/lib/cloud/data/instance-id")

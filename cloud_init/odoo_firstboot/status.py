@@ -121,6 +121,28 @@ class Status:
         write_atomic(self.path, json.dumps(self.as_dict(), indent=2) + "\n", mode=0o644)
 
 
+# pam_motd runs /etc/update-motd.d/* as root at each login (Ubuntu and Debian alike).
+BANNER_SCRIPT = """#!/usr/bin/python3 -I
+# Written by odoo-firstboot: one login-banner line from /var/lib/odoo-image/firstboot.json.
+import sys
+
+sys.path.insert(0, "/usr/local/lib/odoo-image")
+try:
+    from odoo_firstboot.status import print_banner
+except Exception:  # a broken banner must never break a login
+    sys.exit(0)
+sys.exit(print_banner())
+"""
+
+
+def install_banner(root: Path) -> bool:
+    """Install the update-motd.d script (first thing at first boot, so a login during a long
+    first boot already says it is running)."""
+    target = root / paths.MOTD_SCRIPT.relative_to("/")
+    ensure_dir(target.parent, 0o755)
+    return write_atomic(target, BANNER_SCRIPT, mode=0o755)
+
+
 def read(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())

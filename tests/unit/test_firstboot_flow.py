@@ -272,6 +272,8 @@ def test_firstboot_without_settings(root: Path) -> None:
     assert all(s["state"] in ("ok", "skipped") and s["seconds"] >= 0 for s in st["steps"])
     assert (root / "var/lib/odoo-image/firstboot.done").is_file()
     assert status.banner_line(st).startswith(f"Odoo image: ready at https://{IP}/")
+    motd = root / "etc/update-motd.d/60-odoo-image"
+    assert mode(motd) == 0o755 and motd.read_text().startswith("#!/usr/bin/python3 -I\n")
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -538,3 +540,17 @@ def test_dbfilter(text: str, expected: str | None) -> None:
     from odoo_firstboot.settings import parse
 
     assert main.dbfilter_for(parse(yaml.safe_load(text))[0]) == expected
+
+
+def test_banner_script_prints_the_line(root: Path, tmp_path: Path) -> None:
+    """Run the installed motd script for real, against the package in this repository."""
+    runner = FakeRunner(root)
+    assert main.firstboot(make_host(root, runner)) == 0
+    script = (root / "etc/update-motd.d/60-odoo-image").read_text()
+    package_parent = str(Path(__file__).resolve().parents[2] / "cloud_init")
+    script = script.replace('"/usr/local/lib/odoo-image"', repr(package_parent))
+    script = script.replace(
+        "sys.exit(print_banner())", f"sys.exit(print_banner(__import__('pathlib').Path({str(root)!r})))"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out == f"Odoo image: ready at https://{IP}/ — credentials: sudo cat /var/lib/odoo-image/credentials\n"
