@@ -189,3 +189,24 @@ def test_examples_are_valid(example: Path) -> None:
     _, problems = parse(_settings_from_user_data(example))
     # A domain example without e-mail would get the informational line; ours all set one.
     assert problems == []
+
+
+def test_userdata_render_round_trips_and_passes_cloud_init_schema(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from odoo_firstboot import userdata
+
+    wanted = {"domain": "erp.example.com", "letsencrypt_email": "ops@example.com", "database": "erp",
+              "modules": ["sale", "crm"], "admin_password": "generate"}  # fmt: skip
+    text, problems = userdata.render(wanted, ssh_authorized_keys=["ssh-ed25519 AAAAC3Nza you@example.com"])
+    assert problems == []
+    path = tmp_path / "user-data"
+    path.write_text(text)
+    assert _settings_from_user_data(path) == wanted
+    if shutil.which("cloud-init"):
+        argv = ["cloud-init", "schema", "--config-file", str(path)]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert userdata.render({"domain": "exa mple"})[1] == ["settings.domain: 'exa mple' is not a valid DNS name"]
+    assert userdata.render({}) == ("#cloud-config\n", [])
