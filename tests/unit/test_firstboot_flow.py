@@ -554,3 +554,53 @@ def test_banner_script_prints_the_line(root: Path, tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True).stdout
     assert out == f"Odoo image: ready at https://{IP}/ — credentials: sudo cat /var/lib/odoo-image/credentials\n"
+
+
+def test_host_addresses_from_ip_and_cloud_metadata(root: Path) -> None:
+    from odoo_firstboot import network
+
+    runner = FakeRunner(root)
+    assert network.interface_addresses(runner) == [IP]  # loopback and link-local dropped
+    data = root / "run/cloud-init/instance-data.json"
+    data.parent.mkdir(parents=True)
+    data.write_text(json.dumps({"ds": {"meta_data": {"public-ipv4": "203.0.113.7", "local-ipv4": IP}}}))
+    assert network.public_addresses(data) == ["203.0.113.7"]
+    host = main.Host(root=root, runner=runner)
+    assert host.host_addresses() == ["203.0.113.7", IP]
+    assert main.site_url(None, host.host_addresses()) == "https://203.0.113.7/"
+
+
+def test_http_probe_reaches_our_webroot(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    webroot = tmp_path / "www"
+    webroot.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(webroot))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert letsencrypt.http_probe(webroot, f"127.0.0.1:{server.server_port}")
+        assert not list((webroot / ".well-known/acme-challenge").iterdir())  # token removed
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        assert not letsencrypt.http_probe(other, f"127.0.0.1:{server.server_port}")  # someone else's server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_points_here_via_http_probe_when_nat_hides_the_public_ip() -> None:
+    reach = letsencrypt.Reachability(
+        resolve=lambda d: ["198.51.100.4"], local_addresses=lambda: [IP], http_probe=lambda d: True
+    )
+    ok, why = letsencrypt.points_here("erp.example.com", reach)
+    assert ok and "reaches this host over HTTP" in why
+    reach = letsencrypt.Reachability(
+        resolve=lambda d: ["198.51.100.4"], local_addresses=lambda: [IP], http_probe=lambda d: False
+    )
+    ok, why = letsencrypt.points_here("erp.example.com", reach)
+    assert not ok and why == f"erp.example.com resolves to 198.51.100.4, not to this host ({IP})"
