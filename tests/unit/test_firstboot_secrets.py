@@ -49,7 +49,7 @@ def test_hash_is_passlib_format_and_verifies_with_passlib() -> None:
     assert passlib_hash.pbkdf2_sha512.verify(password, hashed)
     assert not passlib_hash.pbkdf2_sha512.verify(password + "x", hashed)
     # Exactly what Odoo 18's CryptContext does with admin_passwd.
-    from passlib.context import CryptContext
+    from passlib.context import CryptContext  # type: ignore[import-untyped]
 
     ctx = CryptContext(["pbkdf2_sha512", "plaintext"], deprecated=["plaintext"], pbkdf2_sha512__rounds=600_000)
     ok, new_hash = ctx.verify_and_update(password, hashed)

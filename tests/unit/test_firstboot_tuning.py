@@ -172,8 +172,15 @@ def test_render_files() -> None:
         assert line in pg
     odoo = render_odoo(t)
     assert odoo.splitlines()[2] == "[options]"
-    keys = ("workers", "max_cron_threads", "limit_memory_soft", "limit_memory_hard")
-    keys += ("limit_time_cpu", "limit_time_real", "db_maxconn")
+    keys = (
+        "workers",
+        "max_cron_threads",
+        "limit_memory_soft",
+        "limit_memory_hard",
+        "limit_time_cpu",
+        "limit_time_real",
+        "db_maxconn",
+    )
     for key in keys:
         assert f"\n{key} = " in odoo
 
