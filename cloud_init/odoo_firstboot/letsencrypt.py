@@ -184,7 +184,10 @@ def run_once(deps: Deps, domain: str, email: str) -> Outcome:
     if state is None or state.domain != domain:
         state = RetryState(domain=domain)
     now = deps.clock()
-    outcome = attempt(deps, domain, email)
+    try:
+        outcome = attempt(deps, domain, email)
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the retry must stay scheduled
+        outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
     state.last_attempt = now
     if outcome.obtained:
         state.obtained, state.last_error, state.next_attempt = True, "", 0.0

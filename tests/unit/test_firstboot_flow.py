@@ -604,3 +604,18 @@ def test_points_here_via_http_probe_when_nat_hides_the_public_ip() -> None:
     )
     ok, why = letsencrypt.points_here("erp.example.com", reach)
     assert not ok and why == f"erp.example.com resolves to 198.51.100.4, not to this host ({IP})"
+
+
+def test_an_unexpected_error_in_an_attempt_still_schedules_the_retry(root: Path) -> None:
+    settings(root, "domain: erp.example.com\nletsencrypt_email: ops@example.com\n")
+    runner = FakeRunner(root)
+    host = make_host(root, runner)
+
+    def broken_resolver(domain: str) -> list[str]:
+        raise OSError("resolver exploded")
+
+    host.resolve = broken_resolver
+    assert main.firstboot(host) == 0
+    assert "odoo-certbot-retry.timer" in runner.active
+    state = json.loads(read(root, "var/lib/odoo-image/certbot-retry.json"))
+    assert state["attempts"] == 1 and "resolver exploded" in state["last_error"]
