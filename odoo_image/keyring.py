@@ -158,7 +158,8 @@ def fetch_ubuntu_keyring(dist: Distro, mirror: str, fingerprint: str) -> bytes:
 def _http_get(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
-            return response.read()
+            body: bytes = response.read()
+            return body
     except (urllib.error.URLError, OSError) as exc:
         raise PipelineError(f"download failed: {url}: {getattr(exc, 'reason', exc)}") from exc
 
@@ -200,7 +201,8 @@ def _extract_from_deb(deb: bytes, member: str, work: Path) -> bytes:
 
 
 def _gpg(home: Path, *args: str, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    argv = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--quiet", *args]
+    # --no-autostart: public-key work needs no gpg-agent (it would outlive the temp homedir).
+    argv = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--quiet", "--no-autostart", *args]
     done = subprocess.run(argv, input=input_bytes, capture_output=True, check=False)
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
@@ -234,7 +236,8 @@ def _require_fingerprint(keyring: bytes, fingerprint: str, what: str) -> bytes:
             f"keyring from {what} does not contain the expected key {fingerprint} (found: {', '.join(found) or 'none'})")
     with tempfile.TemporaryDirectory(prefix="odoo-image-gpg-") as home:
         _gpg(Path(home), "--import", input_bytes=keyring)
-        return _gpg(Path(home), "--export", fingerprint).stdout
+        exported: bytes = _gpg(Path(home), "--export", fingerprint).stdout
+        return exported
 
 
 def _verify_inrelease(inrelease: bytes, key: bytes, fingerprint: str, work: Path) -> None:
