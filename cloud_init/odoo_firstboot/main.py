@@ -220,6 +220,9 @@ def _run_steps(host: Host, status: Status) -> None:
 
     with status.step("letsencrypt") as st:
         if not (settings.domain and settings.letsencrypt_email):
+            # The image enables the retry timer; with nothing to retry, switch it off here
+            # rather than have it wake up every 15 minutes for ever.
+            systemd.disable(paths.UNIT_CERTBOT_RETRY_TIMER, now=True)
             st.skip("no domain and e-mail in settings: self-signed certificate")
         else:
             try:

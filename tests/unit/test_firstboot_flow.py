@@ -261,6 +261,7 @@ def test_firstboot_without_settings(root: Path) -> None:
     assert order[0] == ("systemctl", "reload-or-restart", "nginx.service")
     assert order[-1] == ("systemctl", "start", "--no-block", "odoo.service")
     assert not runner.commands(["certbot"])
+    assert ("systemctl", "disable", "--now", "odoo-certbot-retry.timer") in systemctl
 
     st = status_of(root)
     assert st["state"] == "done" and st["errors"] == [] and st["problems"] == []
