@@ -10,14 +10,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
 import re
 import secrets
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +39,8 @@ PROBE_TIMEOUT = 30.0
 PROBE_MARKERS = ("Run /init as init process", "Freeing unused kernel image")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes")
+# QEMU must not outlive a pipeline killed with SIGKILL: setpriv sets PR_SET_PDEATHSIG, then execs.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 
 
@@ -104,9 +104,10 @@ def _probe_cache_path() -> Path:
 
 def _load_probe_cache() -> dict[str, dict[str, object]]:
     try:
-        return json.loads(_probe_cache_path().read_text())
+        data = json.loads(_probe_cache_path().read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _save_probe_cache(cache: Mapping[str, object]) -> None:
@@ -124,8 +125,8 @@ def probe_kvm(disk: Path, *, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]
                 "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                 "-drive", f"file={disk},if=virtio,format={image_format(disk)},snapshot=on",
                 "-serial", f"file:{log}"]
-        qemu = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=_die_with_parent)
+        qemu = subprocess.Popen([*DIE_WITH_PARENT, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
         start = time.monotonic()
         try:
             while time.monotonic() - start < timeout:
@@ -234,7 +235,8 @@ class VM:
                 raise PipelineError(f"VM exited ({self.process.returncode}) before SSH came up; "
                                     f"serial: {_last_line(self.serial_tail())!r}")
             try:
-                done = subprocess.run([*self._ssh_argv(user, key), "true"], capture_output=True, timeout=30)
+                done = subprocess.run([*self._ssh_argv(user, key), "true"], capture_output=True, timeout=30,
+                                      check=False)
                 if done.returncode == 0:
                     self.user, self.key = user, key
                     return time.monotonic() - start
@@ -338,8 +340,8 @@ def _start(overlay: Path, seed: Path | None, memory_mib: int, cpus: int, acceler
         argv = qemu_argv(overlay, seed, memory_mib, cpus, accelerator, ports, serial_log)
         errlog = workdir / "qemu.stderr"
         with open(errlog, "wb") as err:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                       preexec_fn=_die_with_parent)
+            process = subprocess.Popen([*DIE_WITH_PARENT, *argv], stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=err)
         vm = VM(process, ports, serial_log, overlay, argv=argv)
         # QEMU fails at once on bad arguments or a taken host port; else it keeps running.
         try:
@@ -371,12 +373,6 @@ def _terminate(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
-
-
-def _die_with_parent() -> None:
-    # QEMU must not outlive a pipeline killed with SIGKILL (prctl PR_SET_PDEATHSIG = 1).
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
 def _last_line(text: str) -> str:
