@@ -169,8 +169,9 @@ def test_database_with_modules_is_created_and_admin_can_log_in(image, workdir, k
                              capture=True).stdout.split()
         assert {"base", "sale", "crm"} <= set(installed)
         credentials = box.exec(["cat", "/var/lib/odoo-image/credentials"], capture=True).stdout
-        password = next(line.split(":", 1)[1].strip() for line in credentials.splitlines()
-                        if line.lower().startswith("admin password"))
+        values = dict(line.split("=", 1) for line in credentials.splitlines()
+                      if "=" in line and not line.lstrip().startswith("#"))
+        password = {k.strip(): v.strip() for k, v in values.items()}["admin_password"]
         uid = box.exec(["python3", "-c",
                         "import ssl, sys, xmlrpc.client as x; "
                         "c = x.ServerProxy('https://127.0.0.1/xmlrpc/2/common', context=ssl._create_unverified_context()); "
