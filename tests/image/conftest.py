@@ -170,11 +170,21 @@ def domain(settings) -> str | None:
     return value.strip().rstrip(".").lower()
 
 
+_READY: dict[str, h.Response] = {}
+
+
 @pytest.fixture(scope="module")
 def odoo_ready(host, ready_timeout) -> h.Response:
-    """Wait until Odoo answers /web/health through NGINX (first boot may still be starting it)."""
-    response = h.wait_for(lambda: h.http(host, "https://127.0.0.1/web/health", timeout=20),
-                          lambda r: r.status == 200, ready_timeout, 5)
+    """Wait until Odoo answers /web/health through NGINX (first boot may still be starting it).
+
+    Waited for once per host: later modules reuse the outcome, so a dead instance costs
+    one timeout, not one per module.
+    """
+    key = host.backend.get_pytest_id()
+    if key not in _READY:
+        _READY[key] = h.wait_for(lambda: h.http(host, "https://127.0.0.1/web/health", timeout=20),
+                                 lambda r: r.status == 200, ready_timeout, 5)
+    response = _READY[key]
     if response.status != 200:
         pytest.fail(f"Odoo did not answer /web/health through NGINX within {ready_timeout:.0f} s: {response!r}")
     return response

@@ -127,7 +127,7 @@ class Stat:
 
 def root_stat(host: Any, path: str, *, follow: bool = False) -> Stat | None:
     """Owner, group, permission bits, size, mtime and type of `path`; None when absent."""
-    result = root_run(host, "stat %s -c %s -- %s", "-L" if follow else "-P", "%U %G %a %s %Y %F", path)
+    result = root_run(host, ("stat -L" if follow else "stat") + " -c %s -- %s", "%U %G %a %s %Y %F", path)
     if result.rc != 0:
         return None
     return Stat(result.stdout.strip().splitlines()[-1])
@@ -436,8 +436,8 @@ def systemctl(host: Any, verb: str, unit: str) -> str:
 
 def wait_active(host: Any, unit: str, timeout: float = 30) -> str:
     """is-active, waiting briefly through activating/reloading states; returns the last state."""
-    return wait_for(lambda: systemctl(host, "is-active", unit), lambda s: s == "active"
-                    or s in ("failed", "inactive"), timeout, 2)
+    return wait_for(lambda: systemctl(host, "is-active", unit),
+                    lambda s: s not in ("activating", "reloading", "deactivating"), timeout, 2)
 
 
 def nginx_directives(dump: str, name: str) -> list[str]:

@@ -47,8 +47,10 @@ def test_secret_file_is_0600_root(host, path):
 
 @pytest.mark.parametrize("path", [h.CREDENTIALS, h.SECRETS])
 def test_secret_file_not_readable_by_odoo(host, path):
-    result = h.as_user(host, "odoo", "cat %s", path)
-    assert result.rc != 0, f"user odoo can read {path}"
+    assert host.user("odoo").exists, "user odoo does not exist"
+    assert h.root_file_exists(host, path), f"{path} missing"
+    result = h.as_user(host, "odoo", "test -r %s", path)
+    assert result.rc == 1, f"user odoo can read {path} ({h.describe(result)})"
 
 
 def test_credentials_hold_the_master_password(host):

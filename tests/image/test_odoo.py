@@ -23,8 +23,11 @@ def test_odoo_bin_help_runs_as_odoo(host):
 
 
 def test_odoo_source_is_not_writable_by_odoo(host):
-    result = h.as_user(host, "odoo", "test -w %s", h.ODOO_BIN)
-    assert result.rc != 0, f"{h.ODOO_BIN} is writable by odoo"
+    assert host.user("odoo").exists, "user odoo does not exist"
+    assert h.root_file_exists(host, h.ODOO_BIN), f"{h.ODOO_BIN} missing"
+    for path in (h.ODOO_BIN, h.ODOO_BIN.rsplit("/", 1)[0]):
+        result = h.as_user(host, "odoo", "test -w %s", path)
+        assert result.rc == 1, f"{path} is writable by odoo ({h.describe(result)})"
 
 
 def test_odoo_conf_is_0640_root_odoo(host):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -14,14 +15,13 @@ SUPPORTED = {("jammy", "22.04"), ("bookworm", "12")}
 MANIFEST_KEYS = ("image", "version", "odoo_source_pin", "os", "postgresql")
 
 
-def _os_names(value) -> set[str]:
-    """Every name the release's `os` value may use for the OS (string or mapping)."""
-    if isinstance(value, str):
-        return {value.lower()}
+def _os_tokens(value) -> set[str]:
+    """The words the release's `os` uses for the OS: "jammy-22.04" → {jammy, 22.04};
+    a mapping contributes its name/suite/codename/release/version values."""
     if isinstance(value, dict):
-        return {str(value[k]).lower() for k in ("name", "suite", "codename", "release", "version_id", "version")
-                if k in value and value[k] is not None}
-    return set()
+        value = " ".join(str(value[k]) for k in ("name", "suite", "codename", "release", "version_id", "version")
+                         if value.get(k) is not None)
+    return {t for t in re.split(r"[\s_/-]+", str(value).lower()) if t}
 
 
 def test_os_is_jammy_or_bookworm(os_release):
@@ -31,14 +31,17 @@ def test_os_is_jammy_or_bookworm(os_release):
 
 def test_os_matches_release_file(os_release, release):
     assert "os" in release, f"{h.RELEASE} has no 'os' key: {sorted(release)}"
-    names = _os_names(release["os"])
-    assert os_release.get("VERSION_CODENAME", "").lower() in names, (
-        f"{h.RELEASE} os={release['os']!r} but /etc/os-release is {os_release.get('PRETTY_NAME')}")
+    tokens = _os_tokens(release["os"])
+    running = f"/etc/os-release is {os_release.get('PRETTY_NAME')}"
+    assert os_release.get("VERSION_CODENAME", "").lower() in tokens, f"{h.RELEASE} os={release['os']!r}, {running}"
+    versions = {t for t in tokens if re.fullmatch(r"\d+(\.\d+)*", t)}
+    if versions:
+        assert os_release.get("VERSION_ID") in versions, f"{h.RELEASE} os={release['os']!r}, {running}"
 
 
 def test_release_file_is_valid_json_with_core_facts(host):
     release_file = host.file(h.RELEASE)
-    assert release_file.is_file
+    assert release_file.is_file, f"{h.RELEASE} missing"
     data = json.loads(release_file.content_string)
     assert isinstance(data, dict)
     for key in ("image", "version", "odoo_source_pin"):
@@ -84,8 +87,6 @@ def test_no_dev_packages(host):
 
 
 def test_no_compiler_packages(host):
-    import re
-
     pattern = re.compile(r"^(gcc(-\d+)?|g\+\+(-\d+)?|build-essential|make|clang(-\d+)?)$")
     found = [p for p in _installed_packages(host) if pattern.match(p.split(":")[0])]
     assert not found, f"compiler/build packages in the image: {found}"

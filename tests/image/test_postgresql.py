@@ -38,7 +38,8 @@ def test_odoo_role_is_login_createdb_not_superuser_not_createrole(host):
 
 def test_odoo_role_has_a_password(host):
     # Set at first boot; without it Odoo's TCP connection to localhost fails (scram-sha-256).
-    assert h.psql(host, "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'odoo'") == "t"
+    has_password = h.psql(host, "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'odoo'")
+    assert has_password == "t", f"role odoo has no password (query said {has_password!r})"
 
 
 def _tuning_file(expected_pg_major: int) -> str:

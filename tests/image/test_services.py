@@ -13,7 +13,8 @@ SERVICES = ["odoo", "nginx", "postgresql", "fail2ban"]
 
 @pytest.mark.parametrize("unit", SERVICES)
 def test_service_is_enabled(host, unit):
-    assert h.systemctl(host, "is-enabled", unit) == "enabled"
+    state = h.systemctl(host, "is-enabled", unit)
+    assert state == "enabled", f"{unit} is-enabled: {state!r}"
 
 
 @pytest.mark.parametrize("unit", SERVICES)
