@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 
 import pytest
 
@@ -59,7 +58,7 @@ def _failed_login_lines(count: int, address: str, now: datetime.datetime) -> lis
 def test_fail2ban_bans_repeated_odoo_login_failures(host):
     if TEST_NET_IP in _banned(host):  # left over from an interrupted run
         h.root_run(host, "fail2ban-client set odoo unbanip %s", TEST_NET_IP)
-    now_utc = datetime.datetime.fromtimestamp(int(host.run("date -u +%s").stdout.strip()), datetime.timezone.utc)
+    now_utc = datetime.datetime.fromtimestamp(int(host.run("date -u +%s").stdout.strip()), datetime.UTC)
     text = "\n".join(_failed_login_lines(6, TEST_NET_IP, now_utc)) + "\n"
     h.root_check(host, "printf %s %s >> %s", "%s", text, h.ODOO_LOG)
     try:
