@@ -152,10 +152,15 @@ def image_format(path: Path) -> str:
     return str(json.loads(info)["format"])
 
 
-def make_overlay(base: Path, overlay: Path) -> Path:
-    """A qcow2 overlay on base: the VM writes there and base stays untouched."""
-    proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base.resolve(), "-F", image_format(base),
-              overlay], capture=True)
+def make_overlay(base: Path, overlay: Path, *, size_gib: int | None = None) -> Path:
+    """A qcow2 overlay on base: the VM writes there and base stays untouched.
+
+    size_gib grows the virtual disk (cloud-init's growpart then extends the root fs)."""
+    argv: list[str | Path] = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base.resolve(),
+                              "-F", image_format(base), overlay]
+    if size_gib is not None:
+        argv.append(f"{size_gib}G")
+    proc.run(argv, capture=True)
     return overlay
 
 
@@ -278,20 +283,22 @@ def boot(
     accelerator: str = "tcg",
     forwards: Mapping[int, int | None] | None = None,
     serial_log: Path | None = None,
+    disk_gib: int | None = None,
 ) -> Iterator[VM]:
     """Boot disk via a throwaway overlay; yield the VM; always kill QEMU and delete the overlay.
 
     accelerator must be resolved ('kvm' or 'tcg'; see choose_accelerator). forwards maps
     guest TCP ports to host ports on 127.0.0.1 (None or 0: pick a free one); guest port 22
     is always forwarded. serial_log keeps the console log at that path (otherwise it is
-    deleted with the overlay; its tail is printed if the body raises).
+    deleted with the overlay; its tail is printed if the body raises). disk_gib enlarges
+    the overlay's virtual size (never smaller than disk).
     """
     if accelerator not in ("kvm", "tcg"):
         raise PipelineError(f"boot needs a resolved accelerator (kvm or tcg), got {accelerator!r}")
     workdir = Path(tempfile.mkdtemp(prefix="odoo-image-vm-"))
     vm: VM | None = None
     try:
-        overlay = make_overlay(disk, workdir / "overlay.qcow2")
+        overlay = make_overlay(disk, workdir / "overlay.qcow2", size_gib=disk_gib)
         log = serial_log or workdir / "serial.log"
         vm = _start(overlay, seed, memory_mib, cpus, accelerator, dict(forwards or {}), log, workdir)
         yield vm

@@ -161,6 +161,10 @@ def test_make_overlay_backs_onto_the_base(tmp_path: Path) -> None:
     assert info["backing-filename"] == str(base.resolve())
     assert info["backing-filename-format"] == "qcow2"
     assert info["virtual-size"] == 64 * 2**20
+    bigger = vm.make_overlay(base, tmp_path / "bigger.qcow2", size_gib=1)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(bigger)], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert info["virtual-size"] == 2**30
 
 
 def test_make_overlay_of_a_missing_disk(tmp_path: Path) -> None:
