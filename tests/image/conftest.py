@@ -116,8 +116,9 @@ def ready_timeout() -> float:
 @pytest.fixture(scope="module")
 def release(host) -> dict[str, Any]:
     """/etc/odoo-image-release, parsed (the test of its shape is test_release_*)."""
-    text = host.file(h.RELEASE).content_string
-    data = json.loads(text)
+    release_file = host.file(h.RELEASE)
+    assert release_file.is_file, f"{h.RELEASE} missing"
+    data = json.loads(release_file.content_string)
     assert isinstance(data, dict), f"{h.RELEASE} is not a JSON object"
     return data
 

@@ -18,7 +18,7 @@ import json
 import re
 import shlex
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -471,13 +471,6 @@ def ufw_allowed_ports(status_output: str) -> set[str]:
 
 def ufw_rules_for(status_output: str, address: str) -> list[str]:
     return [line.strip() for line in status_output.splitlines() if address in line.split()]
-
-
-def first_line_matching(lines: Iterable[str], needle: str) -> str | None:
-    for line in lines:
-        if needle in line:
-            return line
-    return None
 
 
 def identity(host: Any) -> dict[str, str]:
