@@ -46,6 +46,7 @@ BASE_PACKAGES: dict[str, list[str]] = {
 # ~20 s of CPU under TCG.
 BASE_PURGE: dict[str, list[str]] = {"jammy": ["ubuntu-pro-auto-attach"]}
 DATASOURCES = ("NoCloud", "Ec2", "None")
+DEFAULT_LOCALE = "en_US.UTF-8"
 ROOT_LABEL = "cloudimg-rootfs"
 BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
 LINUX_FS_GUID = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -130,6 +131,7 @@ def build_raw_disk(dist: Distro, rootfs: Path, raw: Path, disk_gib: int, *, cust
         configure_guest(mnt, dist, root_uuid, custom_mirror=custom_mirror)
         with _chroot_mounts(mnt, [disk, f"{disk}p1", root_part], root_uuid):
             _purge(mnt, BASE_PURGE.get(dist.name, []))
+            _generate_locale(mnt, dist)
             _install_grub(mnt, disk, root_uuid)
         scrub_guest(mnt)
     # Unmounted and detached: a read-only fsck proves the filesystem we ship is clean.
@@ -239,8 +241,7 @@ def configure_guest(root: Path, dist: Distro, root_uuid: str, *, custom_mirror: 
     cloud_d.mkdir(parents=True, exist_ok=True)
     # 90_dpkg.cfg is where the packaging's own datasource choice lives; replace it.
     (cloud_d / "90_dpkg.cfg").write_text(f"datasource_list: [ {', '.join(DATASOURCES)} ]\n")
-    if custom_mirror:
-        _preserve_sources(cloud_d)
+    (cloud_d / "91-odoo-image.cfg").write_text(cloud_settings(dist, custom_mirror=custom_mirror))
     _sshd_hostkey_fallback(etc)
     if dist.vendor == "debian":
         _configure_ifupdown(etc)
@@ -272,10 +273,23 @@ def _sshd_hostkey_fallback(etc: Path) -> None:
         "[Unit]\nWants=odoo-image-ssh-hostkeys.service\nAfter=odoo-image-ssh-hostkeys.service\n")
 
 
-def _preserve_sources(cloud_d: Path) -> None:
-    # cloud-init rewrites sources.list from its template at first boot (the distro's default
-    # or EC2's regional mirror); an operator-chosen build mirror must survive that.
-    (cloud_d / "91-odoo-image-apt.cfg").write_text("apt:\n  preserve_sources_list: true\n")
+def cloud_settings(dist: Distro, *, custom_mirror: bool) -> str:
+    """cloud.cfg.d drop-in (JSON is valid YAML)."""
+    settings: dict[str, object] = {
+        # bookworm's cloud-init still generates a DSA host key by default.
+        "ssh_genkeytypes": ["rsa", "ecdsa", "ed25519"],
+        "locale": DEFAULT_LOCALE,  # pre-generated below: no locale-gen on first boot
+    }
+    if dist.vendor == "debian":
+        # No nss-myhostname (jammy gets it through systemd-resolved): without this,
+        # the instance's hostname does not resolve and sudo complains. Debian's own
+        # cloud images do the same.
+        settings["manage_etc_hosts"] = True
+    if custom_mirror:
+        # cloud-init rewrites sources.list from its template at first boot (the distro's
+        # default or EC2's regional mirror); an operator-chosen build mirror must survive.
+        settings["apt"] = {"preserve_sources_list": True}
+    return "# Written by odoo-image (basedisk.py)\n" + json.dumps(settings, indent=2) + "\n"
 
 
 def _configure_ifupdown(etc: Path) -> None:
@@ -285,6 +299,21 @@ def _configure_ifupdown(etc: Path) -> None:
     interfaces.parent.mkdir(parents=True, exist_ok=True)
     (etc / "network" / "interfaces.d").mkdir(exist_ok=True)
     interfaces.write_text("auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n")
+
+
+def _generate_locale(root: Path, dist: Distro) -> None:
+    """Build DEFAULT_LOCALE into the image (bookworm's cloud-init 22.4 only runs
+    update-locale, which fails for a locale that was never generated)."""
+    if dist.vendor == "debian":
+        locale_gen = root / "etc" / "locale.gen"
+        line = f"{DEFAULT_LOCALE} UTF-8"
+        text = locale_gen.read_text() if locale_gen.exists() else ""
+        if not re.search(rf"^{re.escape(line)}$", text, re.MULTILINE):
+            locale_gen.write_text(text + line + "\n")
+        _chroot(root, "locale-gen")
+    else:
+        _chroot(root, "locale-gen", DEFAULT_LOCALE)
+    _chroot(root, "update-locale", f"LANG={DEFAULT_LOCALE}")
 
 
 def _purge(root: Path, packages: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The jammy base disk, built for real from the archive and booted under QEMU like a cloud
+"""The base disks (jammy, the default, and bookworm), built for real from the archive and booted under QEMU like a cloud
 instance: NoCloud seed with a throwaway SSH key, key login as the default user, cloud-init
 finishing cleanly, and the image hygiene the base promises."""
 
@@ -21,14 +21,15 @@ TOOLS = ("mmdebstrap", "qemu-system-x86_64", "qemu-img", "cloud-localds", "loset
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="loop devices, mount and chroot need root")
 @pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS), reason="image tools not installed")
-def test_jammy_base_disk_boots_with_cloud_init(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("os_name", "user"), [("jammy", "ubuntu"), ("bookworm", "debian")])
+def test_base_disk_boots_with_cloud_init(os_name: str, user: str, tmp_path: Path) -> None:
     from odoo_image.basedisk import ensure_base_disk
     from odoo_image.vm import boot, choose_accelerator, generate_ssh_keypair, nocloud_config, seed_iso
 
-    progress = Progress("jammy base disk")
+    progress = Progress(f"{os_name} base disk")
     try:
         # Built once (mmdebstrap + disk steps are timed inside), then cached by content hash.
-        disk = ensure_base_disk("jammy", mirror=None, keyring_fingerprint=None, disk_gib=4, progress=progress)
+        disk = ensure_base_disk(os_name, mirror=None, keyring_fingerprint=None, disk_gib=4, progress=progress)
         key = generate_ssh_keypair(tmp_path / "keys")
         user_data, meta_data = nocloud_config(key.public, hostname="base-test")
         seed = seed_iso(tmp_path / "seed.iso", user_data, meta_data)
@@ -38,7 +39,7 @@ def test_jammy_base_disk_boots_with_cloud_init(tmp_path: Path) -> None:
                   serial_log=tmp_path / "serial.log") as machine:
             start = time.monotonic()
             with progress.step(f"boot to SSH ({accelerator})"):
-                machine.wait_ssh("ubuntu", key.private, timeout=600)
+                machine.wait_ssh(user, key.private, timeout=600)
             with progress.step("sudo cloud-init status --wait"):
                 status = machine.ssh(["sudo", "cloud-init", "status", "--wait", "--long"], check=False, timeout=900)
             print(f"boot to cloud-init done: {time.monotonic() - start:.1f} s")
@@ -55,7 +56,8 @@ def test_jammy_base_disk_boots_with_cloud_init(tmp_path: Path) -> None:
             assert "console=ttyS0" in sh("cat", "/proc/cmdline")
             assert re.fullmatch(r"[0-9a-f]{32}", sh("cat", "/etc/machine-id"))
             assert sh("sudo", "awk", "-F:", "$2 !~ /^[*!]/ {print $1}", "/etc/shadow") == ""
-            assert sh("sudo", "-n", "true") == ""  # passwordless sudo for the default user
+            assert sh("sudo", "-n", "true") == ""  # passwordless sudo, and the hostname resolves
+            assert "LANG=en_US.UTF-8" in sh("locale")
             assert "ssh_host_ed25519_key" in sh("sudo", "ls", "/etc/ssh")
             assert "ssh_host_dsa_key" not in sh("sudo", "ls", "/etc/ssh")
     finally:
