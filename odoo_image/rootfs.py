@@ -122,14 +122,15 @@ def _mmdebstrap(dist: Distro, packages: Sequence[str], variant: str, keyring: Pa
     try:
         proc.run(argv, capture=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     except proc.CommandError as exc:
-        raise PipelineError(f"mmdebstrap {dist.name} failed (exit {exc.code}): {_last_error(exc.output)}") from exc
+        raise PipelineError(f"mmdebstrap {dist.name} failed (exit {exc.code}): {_root_error(exc.output)}") from exc
 
 
-def _last_error(output: str) -> str:
-    """mmdebstrap's most telling line: its last E: line, else the last line."""
-    lines = [line for line in output.strip().splitlines() if line.strip()]
+def _root_error(output: str) -> str:
+    """mmdebstrap's most telling line: the first E: line is the cause (apt's), the later
+    ones only say that setup failed; without any, the last line."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("E:")]
-    return (errors or lines or ["no output"])[-1]
+    return errors[0] if errors else (lines or ["no output"])[-1]
 
 
 def _make_host_neutral(root: Path) -> None:

@@ -14,13 +14,18 @@ import pytest
 
 from odoo_image.progress import Progress
 
-pytestmark = pytest.mark.slow
-
 TOOLS = ("mmdebstrap", "qemu-system-x86_64", "qemu-img", "cloud-localds", "losetup", "sfdisk", "ssh")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="loop devices, mount and chroot need root")
-@pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS), reason="image tools not installed")
+needs_root_tools = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="loop devices, mount and chroot need root"),
+    pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS), reason="image tools not installed"),
+]
+
+
+@pytest.mark.slow
+@needs_root_tools[0]
+@needs_root_tools[1]
 @pytest.mark.parametrize(("os_name", "user"), [("jammy", "ubuntu"), ("bookworm", "debian")])
 def test_base_disk_boots_with_cloud_init(os_name: str, user: str, tmp_path: Path) -> None:
     from odoo_image.basedisk import ensure_base_disk
@@ -62,3 +67,38 @@ def test_base_disk_boots_with_cloud_init(os_name: str, user: str, tmp_path: Path
             assert "ssh_host_dsa_key" not in sh("sudo", "ls", "/etc/ssh")
     finally:
         progress.print_summary()
+
+
+@needs_root_tools[0]
+@needs_root_tools[1]
+def test_a_failed_disk_build_leaves_no_loop_device_mount_or_file(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not slow (a few seconds): a stub rootfs fails inside the chroot step, while the loop
+    device, the root mount and the chroot's /dev, /proc and /sys are all in place."""
+    from odoo_image import basedisk
+    from odoo_image.errors import PipelineError
+
+    stub = tmp_path / "rootfs"
+    for sub in ("etc/ssh", "dev", "proc", "sys", "tmp"):
+        (stub / sub).mkdir(parents=True)
+    (stub / "etc" / "os-release").write_text("ID=stub\n")
+    (stub / "etc" / "shadow").write_text("root:*:1::::::\n")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ODOO_IMAGE_CACHE", str(cache))
+    monkeypatch.setattr(basedisk, "ensure_rootfs", lambda *args, **kwargs: stub)
+    loops_before = _loop_devices()
+
+    with pytest.raises(PipelineError, match="chroot"):  # no dpkg in the stub: the purge step fails
+        basedisk.ensure_base_disk("jammy", mirror=None, keyring_fingerprint=None, disk_gib=2,
+                                  progress=Progress())
+
+    assert list((cache / "base").iterdir()) == []
+    assert _loop_devices() == loops_before
+    assert str(cache) not in Path("/proc/self/mountinfo").read_text()
+
+
+def _loop_devices() -> str:
+    import subprocess
+
+    return subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"],
+                          capture_output=True, text=True, check=True).stdout
