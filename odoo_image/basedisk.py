@@ -331,7 +331,7 @@ def _install_grub(root: Path, disk: str, root_uuid: str) -> None:
 
 
 def scrub_guest(root: Path) -> None:
-    """Remove per-machine identity and build leftovers; fail if any account has a password."""
+    """Remove per-machine identity and build leftovers; lock every account's password."""
     etc = root / "etc"
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()  # cloud-init generates fresh ones on first boot
@@ -357,12 +357,16 @@ def _empty_dir(path: Path) -> None:
                 child.unlink()
 
 
+LOCKED = ("*", "!", "!*", "!!")
+
+
 def _lock_passwords(shadow: Path) -> None:
-    """Every account gets '*' unless already locked ('*' or '!...'): key-only logins."""
+    """No account may have a password (not even a locked hash that `passwd -u` could revive,
+    nor an empty one): anything else becomes '*'. Logins are key-only."""
     lines = []
     for line in shadow.read_text().splitlines():
         fields = line.split(":")
-        if len(fields) > 1 and not re.match(r"^[*!]", fields[1]):
+        if len(fields) > 1 and fields[1] not in LOCKED:
             fields[1] = "*"
         lines.append(":".join(fields))
     shadow.write_text("\n".join(lines) + "\n")
