@@ -10,6 +10,7 @@ machine (SSH on the container's address).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -46,6 +47,7 @@ class Network:
 
     @classmethod
     def create(cls) -> Network:
+        remove_stale_namespaces()
         token = secrets.token_hex(3)
         index = int(token, 16) % 250 + 1
         subnet = list(SUBNET_BASE.subnets(new_prefix=30))[index]
@@ -68,6 +70,11 @@ class Network:
         proc.run([*ip, "addr", "add", f"{self.host_addr}/30", "dev", self.host_if])
         proc.run([*ip, "link", "set", self.host_if, "up"])
         inside = [*ip, "netns", "exec", self.name, "ip"]
+        # The ifb module puts ifb0/ifb1 into every new namespace; no VM has them, and
+        # cloud-init's link setup fails on them inside a container.
+        for link in json.loads(proc.run([*inside, "-j", "link", "show"], capture=True).stdout):
+            if link["ifname"].startswith("ifb"):
+                proc.run([*inside, "link", "delete", link["ifname"]])
         proc.run([*inside, "link", "set", "lo", "up"])
         proc.run([*inside, "link", "set", self.guest_if, "name", "eth0"])
         proc.run([*inside, "addr", "add", f"{self.guest_addr}/30", "dev", "eth0"])
@@ -82,12 +89,32 @@ class Network:
         proc.run(["nft", "add", "rule", "ip", self.name, "post", "ip", "saddr", str(subnet),
                   "oifname", self.uplink, "masquerade"])
 
+    def cloud_network_config(self) -> str:
+        """NoCloud network-config (v2) for this address, as a cloud's metadata would give it."""
+        config = {"version": 2, "ethernets": {"eth0": {
+            "addresses": [f"{self.guest_addr}/30"],
+            "routes": [{"to": "0.0.0.0/0", "via": self.host_addr}],
+            "nameservers": {"addresses": host_nameservers()},
+        }}}
+        return json.dumps(config, indent=2) + "\n"
+
     def destroy(self) -> None:
         subprocess.run(["nft", "delete", "table", "ip", self.name], capture_output=True)
         subprocess.run(["ip", "link", "delete", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
         if not list(Path("/run/netns").glob("odimg-*")):
             Path("/proc/sys/net/ipv4/ip_forward").write_text(f"{self._forwarding_was}\n")
+
+
+def remove_stale_namespaces() -> None:
+    """Namespaces (and their NAT tables) left by a harness that was killed: no process inside."""
+    netns = Path("/run/netns")
+    for path in sorted(netns.glob("odimg-*")) if netns.is_dir() else []:
+        pids = subprocess.run(["ip", "netns", "pids", path.name], capture_output=True, text=True).stdout
+        if not pids.strip():
+            subprocess.run(["nft", "delete", "table", "ip", path.name], capture_output=True)
+            subprocess.run(["ip", "link", "delete", f"odh{path.name.removeprefix('odimg-')}"], capture_output=True)
+            subprocess.run(["ip", "netns", "delete", path.name], capture_output=True)
 
 
 def _default_uplink() -> str:
@@ -112,12 +139,16 @@ class Container:
         log = self.log_path.open("ab")
         dns = self.log_path.with_name(f"{self.name}-resolved.conf")
         dns.write_text(resolved_dropin())
-        argv = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
+        # If the pipeline dies, nspawn gets SIGTERM and halts the container (no orphans).
+        argv = ["setpriv", "--pdeathsig", "TERM", "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
                 f"--directory={self.root}", f"--machine={self.name}", f"--hostname={self.name}",
                 f"--network-namespace-path={self.network.netns_path}", "--resolv-conf=off",
                 # What DHCP tells a VM: the upstream resolvers (runtime config, never in the image).
                 f"--bind-ro={dns}:/run/systemd/resolved.conf.d/50-odoo-image-harness.conf",
-                "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN", "--console=passive"]
+                "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN",
+                # The console goes to our log file: a passive console is a pty nobody reads,
+                # and journald blocks once its buffer is full.
+                "--console=pipe"]
         self._nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                         start_new_session=True)
         self._leader = self._wait_leader(timeout=60)
@@ -163,11 +194,9 @@ class Container:
     def wait_stopped(self, timeout: float = 180) -> None:
         if self._nspawn is None:
             return
-        try:
-            self._nspawn.wait(timeout=timeout)
-        finally:
-            self._nspawn = None
-            self._leader = None
+        self._nspawn.wait(timeout=timeout)  # on timeout the handle stays, so kill() still works
+        self._nspawn = None
+        self._leader = None
 
     def poweroff(self, timeout: float = 180) -> None:
         if self._nspawn is None:
@@ -209,9 +238,9 @@ def copy_rootfs(source: Path, dest: Path) -> Path:
 
 
 @contextmanager
-def booted(root: Path, log_path: Path) -> Iterator[Container]:
+def booted(root: Path, log_path: Path, network: Network | None = None) -> Iterator[Container]:
     """Boot root in its own network namespace; always tears everything down."""
-    network = Network.create()
+    network = network or Network.create()
     container = Container(root=root, network=network, log_path=log_path)
     try:
         container.boot()

@@ -19,7 +19,7 @@ import yaml
 
 from .basedisk import BASE_PACKAGES
 from .build import BUILD_USER
-from .container import Container, booted, copy_rootfs
+from .container import Container, Network, booted, copy_rootfs
 from .errors import PipelineError
 from .inputs import ca_bundle, gather
 from .payload import build_info, write_payload
@@ -87,17 +87,26 @@ def default_user(root: Path) -> str:
     return names[-1]
 
 
-def seed(root: Path, user_data: str, instance_id: str) -> None:
-    """A NoCloud seed, as a launcher's user-data would arrive."""
+def seed(root: Path, user_data: str, instance_id: str, network_config: str | None = None) -> None:
+    """A NoCloud seed, as a launcher's user-data (and the cloud's metadata) would arrive."""
     nocloud = root / "var/lib/cloud/seed/nocloud"
     nocloud.mkdir(parents=True, exist_ok=True)
     (nocloud / "user-data").write_text(user_data)
     (nocloud / "meta-data").write_text(f"instance-id: {instance_id}\nlocal-hostname: {instance_id}\n")
+    if network_config is not None:
+        (nocloud / "network-config").write_text(network_config)
 
 
 @contextmanager
-def launched(root: Path, log_path: Path, *, wait_timeout: float = 900) -> Iterator[Container]:
+def launched(root: Path, log_path: Path, user_data: str, instance_id: str, *,
+             wait_timeout: float = 900) -> Iterator[Container]:
     """Boot the sealed root as an instance; returns once cloud-init and first boot are done."""
-    with booted(root, log_path) as box:
+    network = Network.create()
+    try:
+        seed(root, user_data, instance_id, network.cloud_network_config())
+    except BaseException:
+        network.destroy()
+        raise
+    with booted(root, log_path, network) as box:
         box.exec(["cloud-init", "status", "--wait"], check=False, timeout=wait_timeout)
         yield box
