@@ -130,8 +130,8 @@ def build_raw_disk(dist: Distro, rootfs: Path, raw: Path, disk_gib: int, *, cust
         _copy_tree(rootfs, mnt)
         configure_guest(mnt, dist, root_uuid, custom_mirror=custom_mirror)
         with _chroot_mounts(mnt, [disk, f"{disk}p1", root_part], root_uuid):
-            _purge(mnt, BASE_PURGE.get(dist.name, []))
-            _generate_locale(mnt, dist)
+            for argv in guest_setup_commands(dist):
+                _chroot(mnt, *argv)
             _install_grub(mnt, disk, root_uuid)
         scrub_guest(mnt)
     # Unmounted and detached: a read-only fsck proves the filesystem we ship is clean.
@@ -237,6 +237,12 @@ def configure_guest(root: Path, dist: Distro, root_uuid: str, *, custom_mirror: 
     grub_d = etc / "default" / "grub.d"
     grub_d.mkdir(parents=True, exist_ok=True)
     (grub_d / "50-odoo-image.cfg").write_text(GRUB_DEFAULTS)
+    configure_cloud_init(root, dist, custom_mirror=custom_mirror)
+
+
+def configure_cloud_init(root: Path, dist: Distro, *, custom_mirror: bool) -> None:
+    """cloud-init, SSH host keys and networking: shared by the base disk and the container."""
+    etc = root / "etc"
     cloud_d = etc / "cloud" / "cloud.cfg.d"
     cloud_d.mkdir(parents=True, exist_ok=True)
     # 90_dpkg.cfg is where the packaging's own datasource choice lives; replace it.
@@ -301,24 +307,18 @@ def _configure_ifupdown(etc: Path) -> None:
     interfaces.write_text("auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n")
 
 
-def _generate_locale(root: Path, dist: Distro) -> None:
-    """Build DEFAULT_LOCALE into the image (bookworm's cloud-init 22.4 only runs
-    update-locale, which fails for a locale that was never generated)."""
-    if dist.vendor == "debian":
-        locale_gen = root / "etc" / "locale.gen"
-        line = f"{DEFAULT_LOCALE} UTF-8"
-        text = locale_gen.read_text() if locale_gen.exists() else ""
-        if not re.search(rf"^{re.escape(line)}$", text, re.MULTILINE):
-            locale_gen.write_text(text + line + "\n")
-        _chroot(root, "locale-gen")
-    else:
-        _chroot(root, "locale-gen", DEFAULT_LOCALE)
-    _chroot(root, "update-locale", f"LANG={DEFAULT_LOCALE}")
 
-
-def _purge(root: Path, packages: list[str]) -> None:
-    if packages:
-        _chroot(root, "dpkg", "--purge", *packages)
+def guest_setup_commands(dist: Distro) -> list[list[str]]:
+    """Commands run inside the guest tree, for the base disk and the container alike."""
+    commands = []
+    if BASE_PURGE.get(dist.name):
+        commands.append(["dpkg", "--purge", *BASE_PURGE[dist.name]])
+    # Build DEFAULT_LOCALE into the image (bookworm's cloud-init 22.4 only runs
+    # update-locale, which fails for a locale that was never generated).
+    language, charset = DEFAULT_LOCALE.split(".")
+    commands.append(["localedef", "-i", language, "-f", charset, DEFAULT_LOCALE])
+    commands.append(["update-locale", f"LANG={DEFAULT_LOCALE}"])
+    return commands
 
 
 def _install_grub(root: Path, disk: str, root_uuid: str) -> None:

@@ -148,7 +148,11 @@ class Container:
                 "--capability=CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN",
                 # The console goes to our log file: a passive console is a pty nobody reads,
                 # and journald blocks once its buffer is full.
-                "--console=pipe"]
+                "--console=pipe",
+                # Passed to the container's init as its command line. The container's /sys
+                # lists the host's links too; this keeps cloud-init from running udev's
+                # link setup on them (it fails on links it cannot open).
+                "net.ifnames=0"]
         self._nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                         start_new_session=True)
         self._leader = self._wait_leader(timeout=60)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import yaml
 
-from .basedisk import BASE_PACKAGES
+from .basedisk import BASE_PACKAGES, configure_cloud_init, guest_setup_commands
 from .build import BUILD_USER
 from .container import Container, Network, booted, copy_rootfs
 from .errors import PipelineError
 from .inputs import ca_bundle, gather
+from .keyring import distro
 from .payload import build_info, write_payload
 from .progress import Progress
 from .render import render
@@ -51,7 +52,11 @@ def provision(spec: ImageSpec, catalogue_dir: Path, workdir: Path, progress: Pro
     root = workdir / "root"
     with progress.step("copy base root filesystem"):
         copy_rootfs(base, root)
+        # The same guest configuration as the base disk (minus disk, kernel and GRUB).
+        configure_cloud_init(root, distro(spec.os.name), custom_mirror=spec.build.apt_mirror is not None)
     with booted(root, workdir / "provision-boot.log") as box:
+        for argv in guest_setup_commands(distro(spec.os.name)):
+            box.exec(argv, capture=True)
         build_machine_id = box.exec(["cat", "/etc/machine-id"], capture=True).stdout.strip()
         _as_build_vm(box, payload)
         with progress.step("provision/run.sh"):
