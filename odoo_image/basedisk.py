@@ -328,6 +328,12 @@ def _install_grub(root: Path, disk: str, root_uuid: str) -> None:
     # A grub.cfg pointing at the build host's loop device instead of the UUID would not boot.
     if f"root=UUID={root_uuid}" not in cfg or "console=ttyS0" not in cfg:
         raise PipelineError("update-grub wrote a grub.cfg without root=UUID=<root fs> and console=ttyS0")
+    if "menuentry" not in cfg:
+        raise PipelineError("update-grub found no kernel: grub.cfg has no menuentry")
+    # The boot sector must now hold GRUB's boot.img (it carries the string "GRUB").
+    with open(disk, "rb") as device:
+        if b"GRUB" not in device.read(512):
+            raise PipelineError(f"grub-install left no GRUB boot code in the MBR of {disk}")
 
 
 def scrub_guest(root: Path) -> None:
