@@ -68,9 +68,9 @@ def base_root() -> Path:
     return cache_dir() / "base"
 
 
-def base_key(dist: Distro, rootfs: Path, disk_gib: int) -> str:
+def base_key(dist: Distro, rootfs: Path, disk_gib: int, default_user: str = "") -> str:
     recipe = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    inputs = {"os": dist.name, "rootfs": rootfs.name, "disk_gib": disk_gib, "recipe": recipe}
+    inputs = {"os": dist.name, "rootfs": rootfs.name, "disk_gib": disk_gib, "default_user": default_user, "recipe": recipe}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -82,15 +82,20 @@ def ensure_base_disk(
     disk_gib: int = DEFAULT_DISK_GIB,
     progress: Progress,
     security_mirror: str | None = None,
+    default_user: str | None = None,
 ) -> Path:
-    """Return the cached base qcow2 for os_name, building it if needed (treat it as read-only)."""
+    """Return the cached base qcow2 for os_name, building it if needed (treat it as read-only).
+
+    default_user: the account cloud-init gives the launcher's SSH key (the catalogue's
+    ssh_user, so that a local image and the cloud image of the same OS agree).
+    """
     if disk_gib < 2:
         raise PipelineError(f"base disk size {disk_gib} GiB is too small (need at least 2)")
     dist = distro(os_name)
     rootfs = ensure_rootfs(dist.name, BASE_PACKAGES[dist.name], mirror=mirror,
                            keyring_fingerprint=keyring_fingerprint, progress=progress,
                            security_mirror=security_mirror)
-    key = base_key(dist, rootfs, disk_gib)[:24]
+    key = base_key(dist, rootfs, disk_gib, default_user or "")[:24]
     final = base_root() / f"{dist.name}-{key}.qcow2"
     if final.exists():
         return final
@@ -103,7 +108,8 @@ def ensure_base_disk(
     try:
         raw = work / "disk.raw"
         with progress.step(f"base disk {dist.name}: partition, copy rootfs, install GRUB"):
-            build_raw_disk(dist, rootfs, raw, disk_gib, custom_mirror=mirror is not None)
+            build_raw_disk(dist, rootfs, raw, disk_gib, custom_mirror=mirror is not None,
+                           default_user=default_user)
         with progress.step(f"base disk {dist.name}: convert to compressed qcow2"):
             qcow = work / "disk.qcow2"
             proc.run(["qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, qcow], capture=True)
@@ -113,7 +119,8 @@ def ensure_base_disk(
     return final
 
 
-def build_raw_disk(dist: Distro, rootfs: Path, raw: Path, disk_gib: int, *, custom_mirror: bool) -> None:
+def build_raw_disk(dist: Distro, rootfs: Path, raw: Path, disk_gib: int, *, custom_mirror: bool,
+                   default_user: str | None = None) -> None:
     """Partition raw, copy rootfs in, configure it and install GRUB. Cleans up on failure."""
     with open(raw, "wb") as handle:
         handle.truncate(disk_gib * 1024**3)  # sparse
@@ -128,7 +135,7 @@ def build_raw_disk(dist: Distro, rootfs: Path, raw: Path, disk_gib: int, *, cust
         mnt.mkdir()
         stack.enter_context(_mounted(root_part, mnt))
         _copy_tree(rootfs, mnt)
-        configure_guest(mnt, dist, root_uuid, custom_mirror=custom_mirror)
+        configure_guest(mnt, dist, root_uuid, custom_mirror=custom_mirror, default_user=default_user)
         with _chroot_mounts(mnt, [disk, f"{disk}p1", root_part], root_uuid):
             for argv in guest_setup_commands(dist):
                 _chroot(mnt, *argv)
@@ -227,7 +234,8 @@ def _chroot(root: Path, *argv: str) -> str:
     return proc.run(["chroot", root, *argv], env=env, capture=True).stdout
 
 
-def configure_guest(root: Path, dist: Distro, root_uuid: str, *, custom_mirror: bool) -> None:
+def configure_guest(root: Path, dist: Distro, root_uuid: str, *, custom_mirror: bool,
+                    default_user: str | None = None) -> None:
     """Boot, console, network and cloud-init configuration of the guest tree at root."""
     etc = root / "etc"
     (etc / "fstab").write_text(f"UUID={root_uuid}\t/\text4\tdefaults,discard,errors=remount-ro\t0\t1\n")
@@ -237,17 +245,18 @@ def configure_guest(root: Path, dist: Distro, root_uuid: str, *, custom_mirror: 
     grub_d = etc / "default" / "grub.d"
     grub_d.mkdir(parents=True, exist_ok=True)
     (grub_d / "50-odoo-image.cfg").write_text(GRUB_DEFAULTS)
-    configure_cloud_init(root, dist, custom_mirror=custom_mirror)
+    configure_cloud_init(root, dist, custom_mirror=custom_mirror, default_user=default_user)
 
 
-def configure_cloud_init(root: Path, dist: Distro, *, custom_mirror: bool) -> None:
+def configure_cloud_init(root: Path, dist: Distro, *, custom_mirror: bool, default_user: str | None = None) -> None:
     """cloud-init, SSH host keys and networking: shared by the base disk and the container."""
     etc = root / "etc"
     cloud_d = etc / "cloud" / "cloud.cfg.d"
     cloud_d.mkdir(parents=True, exist_ok=True)
     # 90_dpkg.cfg is where the packaging's own datasource choice lives; replace it.
     (cloud_d / "90_dpkg.cfg").write_text(f"datasource_list: [ {', '.join(DATASOURCES)} ]\n")
-    (cloud_d / "91-odoo-image.cfg").write_text(cloud_settings(dist, custom_mirror=custom_mirror))
+    (cloud_d / "91-odoo-image.cfg").write_text(cloud_settings(dist, custom_mirror=custom_mirror,
+                                                              default_user=default_user))
     _sshd_hostkey_fallback(etc)
     if dist.vendor == "debian":
         _configure_ifupdown(etc)
@@ -279,7 +288,7 @@ def _sshd_hostkey_fallback(etc: Path) -> None:
         "[Unit]\nWants=odoo-image-ssh-hostkeys.service\nAfter=odoo-image-ssh-hostkeys.service\n")
 
 
-def cloud_settings(dist: Distro, *, custom_mirror: bool) -> str:
+def cloud_settings(dist: Distro, *, custom_mirror: bool, default_user: str | None = None) -> str:
     """cloud.cfg.d drop-in (JSON is valid YAML)."""
     settings: dict[str, object] = {
         # bookworm's cloud-init still generates a DSA host key by default.
@@ -291,6 +300,10 @@ def cloud_settings(dist: Distro, *, custom_mirror: bool) -> str:
         # the instance's hostname does not resolve and sudo complains. Debian's own
         # cloud images do the same.
         settings["manage_etc_hosts"] = True
+    if default_user:
+        settings["system_info"] = {"default_user": {
+            "name": default_user, "lock_passwd": True, "gecos": default_user, "shell": "/bin/bash",
+            "groups": ["adm", "sudo"], "sudo": ["ALL=(ALL) NOPASSWD:ALL"]}}
     if custom_mirror:
         # cloud-init rewrites sources.list from its template at first boot (the distro's
         # default or EC2's regional mirror); an operator-chosen build mirror must survive.

@@ -59,7 +59,8 @@ def base(catalogue_path: Path, image: str | None) -> Path:
     try:
         disk = ensure_base_disk(spec.os.name, mirror=spec.build.apt_mirror,
                                 keyring_fingerprint=spec.os.archive_key_fingerprint,
-                                disk_gib=spec.packer.disk_gib, progress=progress)
+                                disk_gib=spec.packer.disk_gib, progress=progress,
+                                default_user=spec.os.ssh_user)
     finally:
         progress.print_summary()
     print(f"base disk: {disk}")

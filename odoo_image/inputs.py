@@ -65,6 +65,7 @@ def gather(spec: ImageSpec, catalogue_dir: Path, progress: Progress, *, with_bas
         from .basedisk import ensure_base_disk  # loop devices and grub: only when a disk is built
         base_disk = ensure_base_disk(spec.os.name, mirror=spec.build.apt_mirror,
                                      keyring_fingerprint=spec.os.archive_key_fingerprint,
-                                     disk_gib=spec.packer.disk_gib, progress=progress)
+                                     disk_gib=spec.packer.disk_gib, progress=progress,
+                                     default_user=spec.os.ssh_user)
         base_sha = sha256_file(base_disk)
     return BuildInputs(base_disk=base_disk, base_disk_sha256=base_sha, source=source, wheelhouse=wheelhouse)

@@ -53,7 +53,8 @@ def provision(spec: ImageSpec, catalogue_dir: Path, workdir: Path, progress: Pro
     with progress.step("copy base root filesystem"):
         copy_rootfs(base, root)
         # The same guest configuration as the base disk (minus disk, kernel and GRUB).
-        configure_cloud_init(root, distro(spec.os.name), custom_mirror=spec.build.apt_mirror is not None)
+        configure_cloud_init(root, distro(spec.os.name), custom_mirror=spec.build.apt_mirror is not None,
+                             default_user=spec.os.ssh_user)
     with booted(root, workdir / "provision-boot.log") as box:
         for argv in guest_setup_commands(distro(spec.os.name)):
             box.exec(argv, capture=True)
