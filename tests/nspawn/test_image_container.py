@@ -143,7 +143,8 @@ def test_domain_without_reachable_letsencrypt_falls_back_to_self_signed(image, w
     """Issue 4 (b): Let's Encrypt unreachable → self-signed, retry timer, HSTS off, service up."""
     settings = {"domain": "erp.example.com", "letsencrypt_email": "ops@example.com"}
     with launch(image, workdir, "domain", cloud_config(settings, [key.public])) as box:
-        assert read_json(box, "/var/lib/odoo-image/firstboot.json")["state"] == "done"
+        status = read_json(box, "/var/lib/odoo-image/firstboot.json")
+        assert status["state"] == "done", status
         served = box.exec(["sh", "-c", "echo | openssl s_client -connect 127.0.0.1:443 -servername erp.example.com "
                                        "2>/dev/null | openssl x509 -noout -subject -issuer"], capture=True).stdout
         subject, issuer = served.strip().splitlines()
@@ -164,7 +165,8 @@ def test_database_with_modules_is_created_and_admin_can_log_in(image, workdir, k
     settings = {"database": "acme", "modules": ["sale", "crm"], "admin_login": "boss@example.com",
                 "admin_password": "generate"}
     with launch(image, workdir, "database", cloud_config(settings, [key.public])) as box:
-        assert read_json(box, "/var/lib/odoo-image/firstboot.json")["state"] == "done"
+        status = read_json(box, "/var/lib/odoo-image/firstboot.json")
+        assert status["state"] == "done", status
         installed = box.exec(["runuser", "-u", "postgres", "--", "psql", "-d", "acme", "-qtAX", "-c",
                               "SELECT name FROM ir_module_module WHERE state = 'installed' ORDER BY name"],
                              capture=True).stdout.split()
