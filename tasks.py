@@ -82,3 +82,13 @@ def userdata(c: Context, domain: str = "", email: str = "", database: str = "", 
     """Render a #cloud-config for launching an instance of the image."""
     cli.userdata(domain=domain, email=email, database=database, modules=modules,
                  admin_login=admin_login, ssh_key=ssh_key, output=output)
+
+
+@task(help={"dest": "directory for the fixture archive and its catalogue"})
+@operator_errors
+def fixture(c: Context, dest: str = "build/fixture") -> None:
+    """Write the Odoo-shaped TEST FIXTURE archive and a catalogue that bakes it (no GitHub/PGDG)."""
+    from tests.fixtures.catalogue import write_fixture_catalogue
+
+    path = write_fixture_catalogue(Path(dest))
+    print(f"fixture catalogue: {path}\nbuild it: invoke build --catalogue {path}")

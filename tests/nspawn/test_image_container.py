@@ -15,12 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from odoo_image.container import Container, copy_rootfs
 from odoo_image.imagetest import run_suite
@@ -29,14 +27,12 @@ from odoo_image.progress import Progress
 from odoo_image.spec import load_catalogue
 from odoo_image.userdata import cloud_config
 from odoo_image.vm import generate_ssh_keypair
-from tests.fixtures.make_fixture import build_fixture_archive
+from tests.fixtures.catalogue import POSTGRESQL, write_fixture_catalogue
 
 pytestmark = [pytest.mark.nspawn,
               pytest.mark.skipif(os.geteuid() != 0, reason="systemd-nspawn and network namespaces need root")]
 
 OS_NAME = os.environ.get("ODOO_IMAGE_TEST_OS", "jammy")
-# PGDG is unreachable from this machine: the jammy image under test uses jammy's own 14.
-PG_OVERRIDE = {"jammy": {"version": 14, "source": "distro"}, "bookworm": {"version": 15, "source": "distro"}}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +42,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def image(workdir: Path) -> Iterator[ProvisionedRoot]:
-    archive, sha256 = build_fixture_archive(workdir)
-    data = yaml.safe_load((Path(__file__).parents[2] / "images.yaml").read_text())
-    data["images"] = [{"name": f"odoo18-{OS_NAME}-test", "version": "0.0.1", "os": OS_NAME,
-                       "targets": {"qemu": {}}, "postgresql": PG_OVERRIDE[OS_NAME],
-                       "odoo": {"source": {"archive": {"path": archive.name, "sha256": sha256}}}}]
-    catalogue_path = workdir / "images.yaml"
-    catalogue_path.write_text(yaml.safe_dump(data))
+    catalogue_path = write_fixture_catalogue(workdir, (OS_NAME,))
     spec = load_catalogue(catalogue_path).images[0]
     progress = Progress(f"nspawn image {OS_NAME}")
     try:
@@ -80,7 +70,7 @@ def suite(box: Container, image: ProvisionedRoot, workdir: Path, key, name: str)
     manifest = workdir / "manifest.json"
     manifest.write_text(json.dumps(image.info))
     env = {"ODOO_IMAGE_MANIFEST": str(manifest), "ODOO_IMAGE_EXTERNAL_ADDR": box.network.guest_addr,
-           "ODOO_IMAGE_EXPECT_PG": str(PG_OVERRIDE[OS_NAME]["version"]),
+           "ODOO_IMAGE_EXPECT_PG": str(POSTGRESQL[OS_NAME]["version"]),
            "ODOO_IMAGE_BUILD_MACHINE_ID": image.build_machine_id}
     return run_suite(host=box.network.guest_addr, port=22, user=default_user(box.root), key=key.private,
                      env=env, junit=workdir / f"{name}-junit.xml")

@@ -14,32 +14,21 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from odoo_image import cli
 from odoo_image.build import artifact_paths
-from odoo_image.paths import REPO_ROOT
 from odoo_image.spec import ImageSpec, load_catalogue
 from odoo_image.vm import boot, generate_ssh_keypair, nocloud_config, seed_iso
-from tests.fixtures.make_fixture import build_fixture_archive
+from tests.fixtures.catalogue import write_fixture_catalogue
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="building disks needs root (loop devices)")]
-
-PG = {"jammy": {"version": 14, "source": "distro"}, "bookworm": {"version": 15, "source": "distro"}}
-
 
 @pytest.fixture(scope="module", params=["jammy", "bookworm"])
 def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ImageSpec]:
     os_name = request.param
     work = tmp_path_factory.mktemp(f"bake-{os_name}")
-    archive, sha256 = build_fixture_archive(work)
-    data = yaml.safe_load((REPO_ROOT / "images.yaml").read_text())
-    data["images"] = [{"name": f"odoo18-{os_name}-fixture", "version": "0.1.0", "os": os_name,
-                       "targets": {"qemu": {}}, "postgresql": PG[os_name],
-                       "odoo": {"source": {"archive": {"path": archive.name, "sha256": sha256}}}}]
-    catalogue = work / "images.yaml"
-    catalogue.write_text(yaml.safe_dump(data))
+    catalogue = write_fixture_catalogue(work, (os_name,))
     patch = pytest.MonkeyPatch()
     patch.setenv("ODOO_IMAGE_DIST", str(work / "dist"))
     patch.setenv("ODOO_IMAGE_BUILD", str(work / "build"))
