@@ -1,24 +1,28 @@
-"""Launch-time #cloud-config for an instance of the image (structured, never string-built)."""
+"""Launch-time #cloud-config for an instance of the image.
+
+The rendering and the validation are the instance's own code (cloud_init/odoo_firstboot):
+what `invoke userdata` accepts is exactly what first boot will accept.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
-import yaml
+from .errors import PipelineError
+from .paths import REPO_ROOT
 
 SETTINGS_PATH = "/etc/odoo-image/settings.yaml"
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the embedded settings file) as readable `|` blocks."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
+def _firstboot_userdata() -> ModuleType:
+    path = str(REPO_ROOT / "cloud_init")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("odoo_firstboot.userdata")
 
 
 def settings(*, domain: str = "", email: str = "", database: str = "", modules: list[str] | None = None,
@@ -30,15 +34,9 @@ def settings(*, domain: str = "", email: str = "", database: str = "", modules: 
     return {key: value for key, value in values.items() if value}
 
 
-def cloud_config(settings_values: dict[str, Any], ssh_keys: list[str] | None = None) -> str:
-    config: dict[str, Any] = {}
-    if ssh_keys:
-        config["ssh_authorized_keys"] = ssh_keys
-    if settings_values:
-        config["write_files"] = [{
-            "path": SETTINGS_PATH,
-            "owner": "root:root",
-            "permissions": "0600",
-            "content": yaml.safe_dump(settings_values, sort_keys=False),
-        }]
-    return "#cloud-config\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False)
+def cloud_config(settings_values: dict[str, Any], ssh_keys: Sequence[str] = ()) -> str:
+    """The #cloud-config text; a setting first boot would reject is an error here."""
+    text, problems = _firstboot_userdata().render(settings_values, ssh_authorized_keys=list(ssh_keys))
+    if problems:
+        raise PipelineError("; ".join(problems))
+    return str(text)

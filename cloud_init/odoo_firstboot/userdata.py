@@ -16,6 +16,17 @@ from . import paths
 from .settings import parse
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the embedded settings file) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def render(settings: Mapping[str, object], *, ssh_authorized_keys: Sequence[str] = ()) -> tuple[str, list[str]]:
     """Return (user-data text, problems). Problems are the lines first boot would log for
     these settings; callers should refuse to render when there are any."""
@@ -32,5 +43,5 @@ def render(settings: Mapping[str, object], *, ssh_authorized_keys: Sequence[str]
                 "content": yaml.safe_dump(dict(settings), sort_keys=False, default_flow_style=False),
             }
         ]
-    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False) if doc else ""
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False) if doc else ""
     return "#cloud-config\n" + body, problems
