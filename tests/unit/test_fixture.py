@@ -28,12 +28,17 @@ import urllib.error
 import urllib.request
 import xmlrpc.client
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from odoo_image.paths import REPO_ROOT, cache_dir
+
+sys.path.insert(0, str(REPO_ROOT / "cloud_init"))
+
+from odoo_firstboot import database as firstboot_db
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures"
@@ -385,6 +390,84 @@ def test_shell_changes_admin_credentials(db: Odoo, pg: Postgres) -> None:
     # Without commit nothing sticks, as in Odoo's shell.
     db.run("shell", "-d", "t1", stdin="env.ref('base.user_admin').write({'login': 'other'})\n")
     assert pg.sql("SELECT login FROM res_users WHERE id = 2", "t1") == "boss@example.com"
+
+
+def test_shell_env_stays_strict(db: Odoo) -> None:
+    """Unknown models, fields and methods fail as in Odoo: that is how wrong scripts get caught."""
+    admin = "env.ref('base.user_admin')"
+    for script, error in (
+        (f"{admin}.write({{'emial': 'a@example.com'}})", "ValueError: Invalid field 'emial' on model 'res.users'"),
+        ("env['res.nope']", "KeyError: 'res.nope'"),
+        (f"{admin}.write({{'lang': 'de_DE'}})", "ValueError: Wrong value for res.partner.lang: 'de_DE'"),  # inactive
+        ("env['res.lang']._update_translations('fr_FR')", "AttributeError: _update_translations"),
+        (f"{admin}.nope", "AttributeError: nope"),
+    ):
+        res = db.run("shell", "-d", "t1", stdin=script + "\n")
+        assert res.returncode != 0 and error in res.stderr, (script, res.stderr[-600:])
+
+
+def _firstboot_args(argv: list[str]) -> list[str]:
+    """odoo-bin's arguments in a first-boot command line, without `-c CONF` (Odoo.run adds its own)."""
+    args = argv[argv.index(str(firstboot_db.paths.ODOO_BIN)) + 1:]
+    conf = args.index("-c")
+    return args[:conf] + args[conf + 2:]
+
+
+def test_firstboot_finaliser_script(db: Odoo, pg: Postgres) -> None:
+    """cloud_init's odoo_firstboot creates a database with these exact odoo-bin calls and script."""
+    conf = PurePosixPath(db.conf)
+    req = firstboot_db.CreateRequest(name="fb1", modules=(), demo=False, admin_login="boss@example.be",
+                                     admin_password="N3w s3cret!", language="fr_FR", country="BE",
+                                     database_secret="secret-" + os.urandom(8).hex())
+    try:
+        _check_firstboot_finaliser(db, pg, conf, req)
+    finally:  # the other tests expect t1 to be the only database (websocket, dbfilter)
+        pg.sql(f'DROP DATABASE IF EXISTS "{req.name}" WITH (FORCE)')
+        shutil.rmtree(db.work / "data" / "filestore" / req.name, ignore_errors=True)
+
+
+def _check_firstboot_finaliser(db: Odoo, pg: Postgres, conf: PurePosixPath,
+                               req: firstboot_db.CreateRequest) -> None:
+    res = db.run(*_firstboot_args(firstboot_db.install_argv(conf, req.name, ("base",), req.demo)))
+    assert res.returncode == 0, res.stderr + db.log()[-2000:]
+
+    def q(query: str) -> str:
+        return pg.sql(query, req.name)
+
+    assert q("SELECT code FROM res_lang WHERE active") == "en_US"
+    assert q("SELECT c.name, cur.name FROM res_company c JOIN res_currency cur ON cur.id = c.currency_id") == \
+        "My Company|USD"
+    secret_at_init = q("SELECT value FROM ir_config_parameter WHERE key = 'database.secret'")
+    assert secret_at_init, "Odoo creates database.secret at init"
+
+    shell = db.run(*_firstboot_args(firstboot_db.shell_argv(conf, req.name)), stdin=firstboot_db.shell_script(req))
+    assert shell.returncode == 0, shell.stderr
+    assert firstboot_db._parse_result(shell.stdout) == {"lang": True, "country": True}
+    admin = "FROM res_users u JOIN res_partner p ON p.id = u.partner_id WHERE u.id = 2"
+    assert q(f"SELECT u.login, p.email, p.lang {admin}") == "boss@example.be|boss@example.be|fr_FR"
+    assert q("SELECT code FROM res_lang WHERE active ORDER BY code") == "en_US\nfr_FR"
+    company = q("""SELECT c.id, c.name, co.code, cur.name, cur.active FROM res_company c
+                   JOIN res_partner p ON p.id = c.partner_id JOIN res_country co ON co.id = p.country_id
+                   JOIN res_currency cur ON cur.id = c.currency_id""")
+    assert company == "1|My Company|BE|EUR|t"
+    assert q("SELECT value FROM ir_config_parameter WHERE key = 'database.secret'") == req.database_secret
+
+    db.start()
+    try:
+        common = xmlrpc.client.ServerProxy(db.url("/xmlrpc/2/common"))
+        assert common.authenticate(req.name, req.admin_login, req.admin_password, {}) == 2
+        assert common.authenticate(req.name, "admin", "admin", {}) is False
+    finally:
+        db.stop()
+
+    # A language or country Odoo does not know is reported; the rest still applies.
+    again = replace(req, admin_login="admin2", language="xx_XX", country="ZZ")
+    shell = db.run(*_firstboot_args(firstboot_db.shell_argv(conf, req.name)), stdin=firstboot_db.shell_script(again))
+    assert shell.returncode == 0, shell.stderr
+    assert firstboot_db._parse_result(shell.stdout) == {"lang": False, "country": False}
+    assert q(f"SELECT u.login, p.email, p.lang {admin}") == "admin2|boss@example.be|fr_FR"
+    assert q("SELECT co.code FROM res_company c JOIN res_partner p ON p.id = c.partner_id "
+             "JOIN res_country co ON co.id = p.country_id") == "BE"
 
 
 def test_prefork_server_surfaces(db: Odoo, pg: Postgres) -> None:
