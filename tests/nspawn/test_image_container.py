@@ -157,6 +157,7 @@ def test_database_with_modules_is_created_and_admin_can_log_in(image, workdir, k
     with launch(image, workdir, "database", cloud_config(settings, [key.public])) as box:
         status = read_json(box, "/var/lib/odoo-image/firstboot.json")
         assert status["state"] == "done", status
+        assert status["problems"] == [] and status["errors"] == [], status
         installed = box.exec(["runuser", "-u", "postgres", "--", "psql", "-d", "acme", "-qtAX", "-c",
                               "SELECT name FROM ir_module_module WHERE state = 'installed' ORDER BY name"],
                              capture=True).stdout.split()
