@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from .errors import PipelineError
-from .odoo_source import fetch_source
+from .odoo_source import fetch_source, sha256_file
 from .payload import BuildInputs
 from .progress import Progress
 from .spec import ArchiveSource, ImageSpec
 from .wheelhouse import ensure_wheelhouse
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ca_bundle(spec: ImageSpec, catalogue_dir: Path) -> Path | None:
