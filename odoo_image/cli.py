@@ -117,7 +117,8 @@ def boot_test(catalogue_path: Path, image: str | None, keep: bool) -> None:
                 with progress.step("testinfra suite"):
                     code = run_suite(host="127.0.0.1", port=vm.ssh_port, user=spec.os.ssh_user, key=key.private,
                                      env={"ODOO_IMAGE_MANIFEST": str(manifest),
-                                          "ODOO_IMAGE_EXPECT_PG": str(facts["postgresql"]["version"])})
+                                          "ODOO_IMAGE_EXPECT_PG": str(facts["postgresql"]["version"]),
+                                          "ODOO_IMAGE_BUILD_MACHINE_ID": facts.get("build_machine_id", "")})
                 if keep:
                     print(f"VM kept: ssh -p {vm.ssh_port} -i {key.private} {spec.os.ssh_user}@127.0.0.1 "
                           "(Ctrl-C to stop)")
