@@ -63,7 +63,8 @@ def _tuning_at(spec: ImageSpec, memory_mib: int) -> dict[str, str]:
                          "SELECT name || '=' || setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
                          "('shared_buffers', 'effective_cache_size', 'max_connections')"]).stdout
             odoo = vm.ssh(["sudo", "cat", "/etc/odoo/conf.d/20-tuning.conf"]).stdout
-    values = dict(line.split("=", 1) for line in pg.split())
+    # Output is merged with stderr (psql may complain about the login's home directory).
+    values = dict(word.split("=", 1) for word in pg.split() if "=" in word)
     values.update({k.strip(): v.strip() for k, v in (line.split("=", 1) for line in odoo.splitlines()
                                                       if "=" in line and not line.startswith((";", "#")))})
     return values
