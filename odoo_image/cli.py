@@ -20,15 +20,11 @@ def installed_packer_version() -> tuple[int, int, int] | None:
     return render_mod.parse_packer_version(out)
 
 
-def _images(catalogue: Catalogue, image: str | None) -> list[ImageSpec]:
-    return catalogue.get(image)
-
-
 def render(catalogue_path: Path, image: str | None) -> list[Path]:
     catalogue = load_catalogue(catalogue_path)  # every problem is reported before anything is written
     version = installed_packer_version()
     out = []
-    for spec in _images(catalogue, image):
+    for spec in catalogue.get(image):
         release = render_mod.render(spec, packer_version=version)
         print(f"rendered {spec.release_name} -> {release}")
         out.append(release)
@@ -48,7 +44,7 @@ def validate(catalogue_path: Path, image: str | None) -> None:
 
 def _one(catalogue_path: Path, image: str | None) -> tuple[Catalogue, ImageSpec]:
     catalogue = load_catalogue(catalogue_path)
-    return catalogue, _images(catalogue, image)[0]
+    return catalogue, catalogue.get(image)[0]
 
 
 def base(catalogue_path: Path, image: str | None) -> Path:
