@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +28,6 @@ from .paths import cache_dir
 from .progress import Progress
 from .spec import ArchiveSource, GitSource
 
-HEX40 = re.compile(r"^[0-9a-f]{40}$")
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 REQUIRED_MEMBERS = ("odoo-bin", "requirements.txt")
 _CHUNK = 1 << 20
 
@@ -46,47 +42,10 @@ class SourceArtifact:
     pin: str  # git commit, or sha256 of the operator's archive
 
 
-def parse_source_spec(raw: Any) -> SourceSpec:
-    """Accept the catalogue's ``odoo.source``: a mapping ({git: {...}} or {archive: {...}}) or
-    any object with url/branch/commit or location/sha256 attributes (e.g. spec.GitSource)."""
-    if isinstance(raw, (GitSource, ArchiveSource)):
-        return raw
-    if all(hasattr(raw, a) for a in ("url", "branch", "commit")):
-        return GitSource(str(raw.url), str(raw.branch), str(raw.commit))
-    if all(hasattr(raw, a) for a in ("location", "sha256")):
-        return ArchiveSource(str(raw.location), str(raw.sha256))
-    if not isinstance(raw, Mapping) or len(raw) != 1 or not ({"git", "archive"} & set(raw)):
-        raise PipelineError("odoo.source: give exactly one of `git` or `archive`")
-    if "git" in raw:
-        git = raw["git"] or {}
-        spec = GitSource(str(git.get("url", "")), str(git.get("branch", "")), str(git.get("commit", "")))
-    else:
-        arc = raw["archive"] or {}
-        location = arc.get("url") or arc.get("path") or ""
-        spec = ArchiveSource(str(location), str(arc.get("sha256", "")))
-    _validate(spec)
-    return spec
+def fetch_source(spec: SourceSpec, progress: Progress) -> SourceArtifact:
+    """Fetch (or reuse from the cache) the pinned Odoo source as a normalised tarball.
 
-
-def _validate(spec: SourceSpec) -> None:
-    if isinstance(spec, GitSource):
-        if not spec.url:
-            raise PipelineError("odoo.source.git.url: missing")
-        if not spec.branch:
-            raise PipelineError("odoo.source.git.branch: missing")
-        if not HEX40.match(spec.commit):
-            raise PipelineError(f"odoo.source.git.commit: must be a full 40-hex commit id, got {spec.commit!r}")
-    else:
-        if not spec.location:
-            raise PipelineError("odoo.source.archive: give `url` or `path`")
-        if not HEX64.match(spec.sha256):
-            raise PipelineError(f"odoo.source.archive.sha256: must be 64 lowercase hex digits, got {spec.sha256!r}")
-
-
-def fetch_source(source_spec: Any, progress: Progress) -> SourceArtifact:
-    """Fetch (or reuse from the cache) the pinned Odoo source as a normalised tarball."""
-    spec = parse_source_spec(source_spec)
-    _validate(spec)
+    The spec comes from the catalogue loader, which has already checked every field."""
     root = cache_dir() / "odoo-source"
     root.mkdir(parents=True, exist_ok=True)
     if isinstance(spec, GitSource):

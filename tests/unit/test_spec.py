@@ -105,6 +105,13 @@ BAD_INPUTS: list[tuple[str, Callable[[dict[str, Any]], None] | str, str]] = [
      "images[1].postgresql.version: must be an integer ≥ 12 and ≤ 17, got 9"),
     ("archive without sha256", _set(["images", 0, "odoo"], {"source": {"archive": {"path": "odoo.tar.gz"}}}),
      "images[0].odoo.source.archive.sha256: required field is missing"),
+    ("short git commit", _set(["images", 0, "odoo"], {"source": {"git": {
+        "url": "https://example.org/odoo.git", "branch": "18.0", "commit": "abc"}}}),
+     "images[0].odoo.source.git.commit: 'abc' is not a full 40-hex-digit commit id"),
+    ("git and archive", _set(["images", 0, "odoo"], {"source": {
+        "git": {"url": "https://example.org/odoo.git", "branch": "18.0", "commit": "a" * 40},
+        "archive": {"path": "odoo.tar.gz", "sha256": "a" * 64}}}),
+     "images[0].odoo.source: needs exactly one of `git` or `archive`"),
     ("bad region", _set(["defaults", "targets", "amazon-ebs", "regions"], ["eu-west-1", "mars-north-1"]),
      "defaults.targets.amazon-ebs.regions[1]: 'mars-north-1' is not an AWS region name like eu-west-1"),
     ("duplicate image name", _duplicate_name, "images[1].name: duplicate image name 'odoo18' (also images[0])"),
