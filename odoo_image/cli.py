@@ -89,7 +89,8 @@ def boot_test(catalogue_path: Path, image: str | None, keep: bool) -> None:
 
     from .build import artifact_paths
     from .imagetest import run_suite
-    from .vm import boot, choose_accelerator, generate_ssh_keypair, nocloud_config, seed_iso
+    from .tap import probe_link
+    from .vm import boot, choose_accelerator, generate_ssh_keypair, network_config, nocloud_config, seed_iso
 
     _, spec = _one(catalogue_path, image)
     qcow2, manifest = artifact_paths(spec)
@@ -97,27 +98,29 @@ def boot_test(catalogue_path: Path, image: str | None, keep: bool) -> None:
         raise PipelineError(f"{qcow2.name} is not built yet: run `invoke build --image {spec.name}`")
     progress = Progress(f"test {spec.release_name}")
     facts = json.loads(manifest.read_text())
-    with tempfile.TemporaryDirectory(prefix="odoo-image-test-") as tmp:
+    env = {"ODOO_IMAGE_MANIFEST": str(manifest), "ODOO_IMAGE_EXPECT_PG": str(facts["postgresql"]["version"]),
+           "ODOO_IMAGE_BUILD_MACHINE_ID": facts.get("build_machine_id", "")}
+    with tempfile.TemporaryDirectory(prefix="odoo-image-test-") as tmp, probe_link() as tap:
         work = Path(tmp)
         key = generate_ssh_keypair(work)
-        user_data, meta_data = nocloud_config(key.public)
-        seed = seed_iso(work / "seed.iso", user_data, meta_data)
+        # The seed carries the SSH key (user-data) and, with a probe link, the NIC layout
+        # (network-config, what a cloud's metadata service would give).
+        seed = seed_iso(work / "seed.iso", *nocloud_config(key.public),
+                        network_config=network_config(tap) if tap else None)
         accelerator = choose_accelerator(spec.packer.accelerator, qcow2)
         try:
             with boot(qcow2, seed=seed, memory_mib=spec.packer.memory_mib, cpus=spec.packer.cpus,
-                      accelerator=accelerator, forwards={80: None, 443: None}) as vm:
+                      accelerator=accelerator, forwards={80: None, 443: None}, tap=tap) as vm:
                 with progress.step("boot to SSH"):
                     vm.wait_ssh(spec.os.ssh_user, key.private, timeout=900)
                 with progress.step("cloud-init and first boot"):
                     vm.ssh(["sudo", "cloud-init", "status", "--wait"], check=False, timeout=1800)
                 with progress.step("testinfra suite"):
                     code = run_suite(host="127.0.0.1", port=vm.ssh_port, user=spec.os.ssh_user, key=key.private,
-                                     env={"ODOO_IMAGE_MANIFEST": str(manifest),
-                                          "ODOO_IMAGE_EXPECT_PG": str(facts["postgresql"]["version"]),
-                                          "ODOO_IMAGE_BUILD_MACHINE_ID": facts.get("build_machine_id", "")})
+                                     env={**env, "ODOO_IMAGE_EXTERNAL_ADDR": vm.address or ""})
                 if keep:
                     print(f"VM kept: ssh -p {vm.ssh_port} -i {key.private} {spec.os.ssh_user}@127.0.0.1 "
-                          "(Ctrl-C to stop)")
+                          f"(address on the probe link: {vm.address}; Ctrl-C to stop)")
                     vm.process.wait()
         finally:
             progress.print_summary()

@@ -5,7 +5,8 @@
 - seed_iso: a NoCloud seed (cloud-localds).
 - boot: a context manager that runs a disk through a throwaway qcow2 overlay with
   user-mode networking forwarded to 127.0.0.1 and the serial console in a log file,
-  and always kills QEMU and removes the overlay, also on exceptions.
+  and always kills QEMU and removes the overlay, also on exceptions; optionally a second
+  NIC on a host tap link (see tap.py) so the guest has a real address to probe.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TextIO
 from . import proc
 from .errors import PipelineError
 from .paths import cache_dir
+from .tap import Tap
 
 QEMU = "qemu-system-x86_64"
 ACCELERATORS = ("auto", "kvm", "tcg")
@@ -41,6 +43,9 @@ SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "U
                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes")
 # QEMU must not outlive a pipeline killed with SIGKILL: setpriv sets PR_SET_PDEATHSIG, then execs.
 DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
+# Fixed MACs, so a NoCloud network-config can match the NICs (locally administered range).
+UPLINK_MAC = "52:54:00:0d:00:01"
+PROBE_MAC = "52:54:00:0d:00:02"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 
 
@@ -217,6 +222,7 @@ class VM:
     user: str | None = None
     key: Path | None = None
     argv: list[str] = field(default_factory=list)
+    address: str | None = None  # the guest's address on a tap link, if booted with one
 
     @property
     def ssh_port(self) -> int:
@@ -284,6 +290,7 @@ def boot(
     forwards: Mapping[int, int | None] | None = None,
     serial_log: Path | None = None,
     disk_gib: int | None = None,
+    tap: Tap | None = None,
 ) -> Iterator[VM]:
     """Boot disk via a throwaway overlay; yield the VM; always kill QEMU and delete the overlay.
 
@@ -291,7 +298,9 @@ def boot(
     guest TCP ports to host ports on 127.0.0.1 (None or 0: pick a free one); guest port 22
     is always forwarded. serial_log keeps the console log at that path (otherwise it is
     deleted with the overlay; its tail is printed if the body raises). disk_gib enlarges
-    the overlay's virtual size (never smaller than disk).
+    the overlay's virtual size (never smaller than disk). tap adds a second NIC on that host
+    link (give the guest `network_config(tap)` in its seed); the VM's `address` is then the
+    guest's address on it.
     """
     if accelerator not in ("kvm", "tcg"):
         raise PipelineError(f"boot needs a resolved accelerator (kvm or tcg), got {accelerator!r}")
@@ -300,7 +309,9 @@ def boot(
     try:
         overlay = make_overlay(disk, workdir / "overlay.qcow2", size_gib=disk_gib)
         log = serial_log or workdir / "serial.log"
-        vm = _start(overlay, seed, memory_mib, cpus, accelerator, dict(forwards or {}), log, workdir)
+        vm = _start(overlay, seed, memory_mib, cpus, accelerator, dict(forwards or {}), log, workdir,
+                    tap.name if tap else None)
+        vm.address = tap.guest_addr if tap else None
         yield vm
     except BaseException:
         if vm is not None:
@@ -320,7 +331,7 @@ def _remove_workdir(workdir: Path) -> None:
 
 
 def qemu_argv(overlay: Path, seed: Path | None, memory_mib: int, cpus: int, accelerator: str,
-              ports: Mapping[int, int], serial_log: Path) -> list[str]:
+              ports: Mapping[int, int], serial_log: Path, tap: str | None = None) -> list[str]:
     accel = "tcg,thread=multi" if accelerator == "tcg" else "kvm"
     hostfwd = ",".join(f"hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in sorted(ports.items()))
     argv = [
@@ -330,21 +341,39 @@ def qemu_argv(overlay: Path, seed: Path | None, memory_mib: int, cpus: int, acce
         "-serial", f"file:{serial_log}",
         # The overlay is thrown away, so host-side write caching is safe and faster.
         "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
-        "-netdev", f"user,id=net0,{hostfwd}", "-device", "virtio-net-pci,netdev=net0",
+        "-netdev", f"user,id=net0,{hostfwd}", "-device", f"virtio-net-pci,netdev=net0,mac={UPLINK_MAC}",
         # Entropy for early boot (SSH host keys, Python hash seeds) under slow TCG.
         "-device", "virtio-rng-pci",
     ]
+    if tap is not None:
+        argv += ["-netdev", f"tap,id=net1,ifname={tap},script=no,downscript=no",
+                 "-device", f"virtio-net-pci,netdev=net1,mac={PROBE_MAC}"]
     if seed is not None:
         argv += ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"]
     return argv
 
 
+def network_config(tap: Tap) -> str:
+    """NoCloud network-config (v2) for a guest booted with `tap`: the slirp NIC by DHCP (the
+    way out, DNS), the tap NIC at its fixed address with no route beyond the host.
+
+    Names are set (and not kernel-style ethN) so the ENI renderer (bookworm) and netplan
+    (jammy) both get real interface names, and no rename races the kernel's own."""
+    config = {"version": 2, "ethernets": {
+        "uplink0": {"match": {"macaddress": UPLINK_MAC}, "set-name": "uplink0", "dhcp4": True},
+        "probe0": {"match": {"macaddress": PROBE_MAC}, "set-name": "probe0", "dhcp4": False,
+                   "addresses": [f"{tap.guest_addr}/{tap.prefixlen}"]},
+    }}
+    return json.dumps(config, indent=2) + "\n"
+
+
 def _start(overlay: Path, seed: Path | None, memory_mib: int, cpus: int, accelerator: str,
-           forwards: dict[int, int | None], serial_log: Path, workdir: Path, attempts: int = 3) -> VM:
+           forwards: dict[int, int | None], serial_log: Path, workdir: Path, tap: str | None,
+           attempts: int = 3) -> VM:
     forwards.setdefault(22, None)
     for attempt in range(1, attempts + 1):
         ports = {guest: host or free_port() for guest, host in forwards.items()}
-        argv = qemu_argv(overlay, seed, memory_mib, cpus, accelerator, ports, serial_log)
+        argv = qemu_argv(overlay, seed, memory_mib, cpus, accelerator, ports, serial_log, tap)
         errlog = workdir / "qemu.stderr"
         with open(errlog, "wb") as err:
             process = subprocess.Popen([*DIE_WITH_PARENT, *argv], stdin=subprocess.DEVNULL,

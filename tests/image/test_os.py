@@ -90,3 +90,9 @@ def test_no_compiler_packages(host):
     pattern = re.compile(r"^(gcc(-\d+)?|g\+\+(-\d+)?|build-essential|make|clang(-\d+)?)$")
     found = [p for p in _installed_packages(host) if pattern.match(p.split(":")[0])]
     assert not found, f"compiler/build packages in the image: {found}"
+
+
+def test_apt_retries_on_a_mirror_hiccup(host):
+    result = host.run("apt-config dump Acquire::Retries")
+    assert result.rc == 0, h.describe(result)
+    assert 'Acquire::Retries "5";' in result.stdout, result.stdout

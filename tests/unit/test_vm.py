@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from odoo_image import vm
 from odoo_image.errors import PipelineError
+from odoo_image.tap import Tap, remove_stale_taps
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which(vm.QEMU) is None,
                                 reason="qemu not installed")
@@ -198,6 +200,19 @@ def test_qemu_argv() -> None:
     assert "-serial file:/serial.log" in joined
     assert "file=/seed.iso,if=virtio,format=raw,readonly=on" in joined
     assert "-accel kvm" in " ".join(vm.qemu_argv(Path("/o"), None, 512, 1, "kvm", {22: 1}, Path("/s")))
+    assert "tap," not in joined
+    with_tap = " ".join(vm.qemu_argv(Path("/o"), None, 512, 1, "tcg", {22: 1}, Path("/s"), "odt123456"))
+    assert "-netdev tap,id=net1,ifname=odt123456,script=no,downscript=no" in with_tap
+    assert f"virtio-net-pci,netdev=net1,mac={vm.PROBE_MAC}" in with_tap
+
+
+def test_network_config_matches_both_nics_by_mac() -> None:
+    config = json.loads(vm.network_config(Tap("odt1", "10.214.0.1", "10.214.0.2", 30)))
+    nics = config["ethernets"]
+    assert config["version"] == 2
+    assert nics["uplink0"] == {"match": {"macaddress": vm.UPLINK_MAC}, "set-name": "uplink0", "dhcp4": True}
+    assert nics["probe0"]["match"] == {"macaddress": vm.PROBE_MAC} and nics["probe0"]["addresses"] == ["10.214.0.2/30"]
+    assert "routes" not in nics["probe0"] and "gateway4" not in nics["probe0"], "the probe link must not route"
 
 
 def test_boot_needs_a_resolved_accelerator(tmp_path: Path) -> None:
@@ -252,3 +267,43 @@ def test_wait_ssh_reports_a_dead_vm(blank_disk: Path, tmp_path: Path) -> None:
             machine.ssh(["true"])
         machine.kill()
         machine.wait_ssh("ubuntu", key.private, timeout=5)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="tap devices need root")
+
+
+def _link(name: str) -> dict[str, object] | None:
+    out = subprocess.run(["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=False)
+    return json.loads(out.stdout)[0] if out.returncode == 0 else None
+
+
+@needs_root
+@needs_qemu
+def test_boot_with_a_tap_attaches_the_probe_nic(blank_disk: Path) -> None:
+    tap = Tap.create()
+    try:
+        link = _link(tap.name)
+        assert link is not None and "NO-CARRIER" in link["flags"]  # nobody holds it yet
+        with vm.boot(blank_disk, memory_mib=64, cpus=1, accelerator="tcg", tap=tap) as machine:
+            assert machine.address == tap.guest_addr
+            assert machine.alive()
+            held = _link(tap.name)
+            assert held is not None and "NO-CARRIER" not in held["flags"], held
+    finally:
+        tap.destroy()
+    assert _link(tap.name) is None
+
+
+@needs_root
+def test_stale_taps_are_removed_and_live_ones_kept() -> None:
+    live = Tap.create()
+    stale = Tap.create()
+    try:
+        # A dead owner: pid 2**22 + 1 is above the kernel's pid_max limit, so never alive.
+        subprocess.run(["ip", "link", "set", stale.name, "alias", f"odoo-image pid={2**22 + 1}"], check=True)
+        remove_stale_taps()
+        assert _link(stale.name) is None
+        assert _link(live.name) is not None
+    finally:
+        live.destroy()
+        stale.destroy()

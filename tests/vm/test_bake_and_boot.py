@@ -1,5 +1,9 @@
 """The real thing: bake a qcow2 with Packer under QEMU, then boot it like a user and run the
-image suite over SSH (`invoke build` + `invoke test`). Tens of minutes under TCG: slow.
+image suite over SSH (`invoke build` + `invoke test`).
+
+Part of the default run for jammy, the default OS (marker `vm`; about 30 minutes on 2 cores
+under TCG; `-m "not vm"` leaves it out of a quick local run). bookworm and the two-size tuning
+boot are `slow` (`--run-slow`).
 
 The catalogue is the default one with two test-only overrides, both said here: the Odoo
 source is the test fixture archive (GitHub is unreachable), and on jammy PostgreSQL comes
@@ -21,10 +25,11 @@ from odoo_image.spec import ImageSpec, load_catalogue
 from odoo_image.vm import boot, generate_ssh_keypair, nocloud_config, seed_iso
 from tests.fixtures.catalogue import write_fixture_catalogue
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(os.geteuid() != 0, reason="building disks needs root (loop devices)")]
 
-@pytest.fixture(scope="module", params=["jammy", "bookworm"])
+
+@pytest.fixture(scope="module", params=["jammy", pytest.param("bookworm", marks=pytest.mark.slow)])
 def baked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ImageSpec]:
     os_name = request.param
     work = tmp_path_factory.mktemp(f"bake-{os_name}")
@@ -70,6 +75,7 @@ def _tuning_at(spec: ImageSpec, memory_mib: int) -> dict[str, str]:
     return values
 
 
+@pytest.mark.slow
 def test_tuning_follows_the_machine_size(baked: tuple[Path, ImageSpec]) -> None:
     """Issue 4 (e): the same image at 2 GiB and 6 GiB gets different, correct tuning."""
     _, spec = baked
