@@ -13,17 +13,20 @@ from invoke.exceptions import Exit
 
 from odoo_image import cli
 from odoo_image.errors import PipelineError, SpecError
+from odoo_image.proc import sigterm_as_interrupt
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def operator_errors(func: F) -> F:
-    """Turn pipeline errors into one line on stderr and the error's exit code."""
+    """Turn pipeline errors into one line on stderr and the error's exit code; SIGTERM
+    unwinds like Ctrl-C so that nothing half-done is left behind."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except SpecError as exc:
             for problem in exc.problems:
                 print(f"error: {problem}", file=sys.stderr)

@@ -33,6 +33,14 @@ def artifact_paths(spec: ImageSpec, dist: Path | None = None) -> tuple[Path, Pat
     return root / f"{spec.release_name}.qcow2", root / f"{spec.release_name}.manifest.json"
 
 
+def remove_stale_scratch(dist: Path) -> None:
+    """Scratch directories of builds that were killed outright (their pid is gone)."""
+    for path in dist.glob(".build-*-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def build_userdata(public_key: str) -> str:
     """Build-time NoCloud user-data: a throwaway user for Packer's SSH (removed by the seal)."""
     config = {
@@ -53,6 +61,7 @@ def build_qemu(spec: ImageSpec, catalogue_dir: Path, progress: Progress,
             raise PipelineError(f"{existing} already exists: bump the image's version in the catalogue "
                                 f"or remove the old artifact first")
     qcow2.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(qcow2.parent)
     published: list[Path] = []
     scratch = qcow2.parent / f".build-{spec.release_name}-{os.getpid()}"
     shutil.rmtree(scratch, ignore_errors=True)

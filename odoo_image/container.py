@@ -140,7 +140,7 @@ class Container:
         dns = self.log_path.with_name(f"{self.name}-resolved.conf")
         dns.write_text(resolved_dropin())
         # If the pipeline dies, nspawn gets SIGTERM and halts the container (no orphans).
-        argv = ["setpriv", "--pdeathsig", "TERM", "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
+        argv = [*proc.DIE_WITH_PARENT, "systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
                 f"--directory={self.root}", f"--machine={self.name}", f"--hostname={self.name}",
                 f"--network-namespace-path={self.network.netns_path}", "--resolv-conf=off",
                 # What DHCP tells a VM: the upstream resolvers (runtime config, never in the image).

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from .errors import PipelineError
+
+# A child must not outlive a pipeline that is killed outright (SIGKILL, a dead parent):
+# setpriv sets PR_SET_PDEATHSIG, then execs the command. Packer and QEMU both clean up on TERM.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every `finally` cleanup runs:
+    scratch directories, VMs, containers, network links."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class CommandError(PipelineError):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import proc
+from .proc import DIE_WITH_PARENT
 from .errors import PipelineError
 from .paths import cache_dir
 from .tap import Tap
@@ -41,8 +42,6 @@ PROBE_TIMEOUT = 30.0
 PROBE_MARKERS = ("Run /init as init process", "Freeing unused kernel image")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes")
-# QEMU must not outlive a pipeline killed with SIGKILL: setpriv sets PR_SET_PDEATHSIG, then execs.
-DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM", "--")
 # Fixed MACs, so a NoCloud network-config can match the NICs (locally administered range).
 UPLINK_MAC = "52:54:00:0d:00:01"
 PROBE_MAC = "52:54:00:0d:00:02"
