@@ -50,7 +50,8 @@ def gather(spec: ImageSpec, catalogue_dir: Path, progress: Progress, *, with_bas
         wheelhouse = ensure_wheelhouse(
             spec.os.name, requirements, constraints=list(spec.python.build_constraints), extra=[],
             progress=progress, ca_bundle=ca_bundle(spec, catalogue_dir), setuptools=spec.python.setuptools,
-            mirror=spec.build.apt_mirror, keyring_fingerprint=spec.os.archive_key_fingerprint)
+            mirror=spec.build.apt_mirror, keyring_fingerprint=spec.os.archive_key_fingerprint,
+            index_url=spec.build.pip_index_url)
     base_disk = base_sha = None
     if with_base_disk:
         from .basedisk import ensure_base_disk  # loop devices and grub: only when a disk is built

@@ -111,6 +111,7 @@ class AwsTarget:
 class BuildSpec:
     apt_mirror: str | None
     ca_bundle: str | None
+    pip_index_url: str | None = None  # operator's PyPI mirror for the wheelhouse; None = pypi.org
 
 
 @dataclass(frozen=True)
@@ -434,11 +435,13 @@ def _packer(node: _Node) -> PackerSpec | None:
 def _build(node: _Node) -> BuildSpec | None:
     if node.value is None:
         return BuildSpec(apt_mirror=None, ca_bundle=None)
-    if not node.keys(("apt_mirror", "ca_bundle")):
+    if not node.keys(("apt_mirror", "ca_bundle", "pip_index_url")):
         return None
-    mirror = node.string("apt_mirror", re.compile(r"^https?://\S+$"), "an http(s) URL", optional=True)
+    url = re.compile(r"^https?://\S+$")
+    mirror = node.string("apt_mirror", url, "an http(s) URL", optional=True)
     ca_bundle = node.string("ca_bundle", optional=True)
-    return BuildSpec(apt_mirror=mirror, ca_bundle=ca_bundle)
+    index = node.string("pip_index_url", url, "an http(s) URL", optional=True)
+    return BuildSpec(apt_mirror=mirror, ca_bundle=ca_bundle, pip_index_url=index)
 
 
 def parse_catalogue(data: Any, path: Path) -> Catalogue:

@@ -112,6 +112,8 @@ BAD_INPUTS: list[tuple[str, Callable[[dict[str, Any]], None] | str, str]] = [
         "git": {"url": "https://example.org/odoo.git", "branch": "18.0", "commit": "a" * 40},
         "archive": {"path": "odoo.tar.gz", "sha256": "a" * 64}}}),
      "images[0].odoo.source: needs exactly one of `git` or `archive`"),
+    ("pip index not a URL", _set(["defaults", "build", "pip_index_url"], "pypi.internal"),
+     "defaults.build.pip_index_url: 'pypi.internal' is not an http(s) URL"),
     ("bad region", _set(["defaults", "targets", "amazon-ebs", "regions"], ["eu-west-1", "mars-north-1"]),
      "defaults.targets.amazon-ebs.regions[1]: 'mars-north-1' is not an AWS region name like eu-west-1"),
     ("duplicate image name", _duplicate_name, "images[1].name: duplicate image name 'odoo18' (also images[0])"),
