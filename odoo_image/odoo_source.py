@@ -88,7 +88,13 @@ def _shallow_checkout(repo: Path, spec: GitSource) -> None:
         _git(repo, "fetch", "-q", "--depth", "1", spec.url, spec.commit, capture=True)
     except proc.CommandError:
         # Servers that refuse a bare commit id in `want`: fetch the branch history instead.
-        _git(repo, "fetch", "-q", spec.url, f"+refs/heads/{spec.branch}:refs/remotes/pin/{spec.branch}", capture=True)
+        try:
+            _git(repo, "fetch", "-q", spec.url, f"+refs/heads/{spec.branch}:refs/remotes/pin/{spec.branch}",
+                 capture=True)
+        except proc.CommandError as exc:
+            reason = exc.output.strip().splitlines()[-1] if exc.output.strip() else f"git exited {exc.code}"
+            raise PipelineError(f"odoo.source.git.url: cannot fetch {spec.url} (branch {spec.branch}): {reason} "
+                                f"(no network to it? see README: baking the real Odoo 18 without GitHub)") from exc
     try:
         _git(repo, "-c", "advice.detachedHead=false", "checkout", "-q", "--force", "--detach", spec.commit,
              capture=True)

@@ -102,6 +102,13 @@ def test_git_unknown_commit_is_a_clear_error(repo, progress) -> None:
         fetch_source(GitSource(f"file://{path}", "18.0", "0" * 40), progress)
 
 
+def test_git_unreachable_url_names_the_field(tmp_path, progress, cache) -> None:
+    missing = tmp_path / "no-such-repo"
+    with pytest.raises(PipelineError, match=r"^odoo\.source\.git\.url: cannot fetch file://.*no-such-repo \(branch 18\.0\)"):
+        fetch_source(GitSource(f"file://{missing}", "18.0", "a" * 40), progress)
+    assert not list((odoo_source.cache_dir() / "odoo-source").glob("*.tar.gz"))
+
+
 def test_git_tree_without_odoo_bin_is_refused(tmp_path, progress) -> None:
     path = tmp_path / "not-odoo"
     path.mkdir()
