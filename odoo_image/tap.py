@@ -76,6 +76,7 @@ def probe_link() -> Iterator[Tap | None]:
         yield None
         return
     tap = Tap.create()
+    print(f"probe link: {tap.name}, runner {tap.host_addr} -> guest {tap.guest_addr}", file=sys.stderr, flush=True)
     try:
         yield tap
     finally:
