@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import PipelineError
-from .proc import DIE_WITH_PARENT
+from .proc import DIE_WITH_PARENT, terminate
 from .render import PLUGINS_MIN_PACKER
 
 CANCEL_TIMEOUT = 120.0
@@ -42,20 +42,11 @@ def _run(argv: Sequence[str], cwd: Path, log_path: Path, env: Mapping[str, str] 
                 tail = (tail + [line.rstrip()])[-20:]
             code = proc.wait()
         except BaseException:
-            _cancel(proc)
+            # Interrupted: Packer cancels on SIGTERM (stops its VM, removes its output).
+            terminate(proc, grace=CANCEL_TIMEOUT)
             raise
     if code != 0:
         errors = [t for t in tail if "error" in t.lower()] or tail[-3:]
         raise PipelineError(f"`{' '.join(argv[:3])}` failed (exit {code}): {errors[-1] if errors else ''} "
                             f"(full log: {log_path})")
 
-
-def _cancel(proc: subprocess.Popen[str]) -> None:
-    """Interrupted: Packer cancels on SIGTERM (stops its VM, removes its output); give it time."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=CANCEL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -36,6 +36,17 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def terminate(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float) -> None:
+    """SIGTERM, `grace` seconds to clean up and exit, then SIGKILL; always reaped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class CommandError(PipelineError):
     def __init__(self, argv: Sequence[str], code: int, output: str = "") -> None:
         self.argv = list(argv)

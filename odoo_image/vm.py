@@ -398,13 +398,7 @@ def free_port() -> int:
 
 
 def _terminate(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    proc.terminate(process, grace=10)
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
